@@ -1,0 +1,16 @@
+"""ctxsim: what a long-context LLM costs, before you build or buy it.
+
+Glossary (one vocabulary from YAML keys to DataFrame columns): ``n_layer`` layers, ``d_model``
+hidden width, ``n_head`` query heads, ``n_kv_head`` key/value heads, ``head_dim`` head width,
+``q_lora_rank``/``kv_lora_rank``/``qk_nope_head_dim``/``qk_rope_head_dim``/``v_head_dim`` for MLA,
+``index_n_heads``/``index_head_dim``/``index_topk`` for DSA, ``window`` for sliding windows,
+``block_size``/``topk_blocks`` for MSA. Units live in names: ``_flops``, ``_bytes``, ``_s``.
+
+``import ctxsim`` never imports torch or streamlit.
+"""
+
+from ctxsim.spec import ModelSpec, ParallelPlan, SpecError, Workload, load_model, preset_names
+
+__version__ = "0.1.0"
+
+__all__ = ["ModelSpec", "ParallelPlan", "SpecError", "Workload", "load_model", "preset_names"]

@@ -1,0 +1,76 @@
+"""Helpers shared by the CLI subcommands: argument types, output, and number formatting."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+
+_SUFFIX = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+def parse_tokens(text: str) -> int:
+    """Parse a token count such as ``4096``, ``128k`` or ``1m`` (k = 1024) into an int."""
+    match = re.fullmatch(r"\s*(\d+)\s*([kKmMgG]?)\s*", text)
+    if not match:
+        raise argparse.ArgumentTypeError(
+            f"invalid token count '{text}': use a positive integer or a k/m suffix such as 128k or 1m"
+        )
+    value = int(match.group(1)) * _SUFFIX[match.group(2).lower()]
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"invalid token count '{text}': it must be greater than 0")
+    return value
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid integer '{text}': use a whole number such as 8") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"invalid value {value}: it must be greater than 0")
+    return value
+
+
+def print_json(obj: object) -> None:
+    json.dump(obj, sys.stdout, indent=2, sort_keys=False)
+    sys.stdout.write("\n")
+
+
+def human_count(value: float, unit: str = "") -> str:
+    """Format a count with SI prefixes: 1.23 G, 4.5 T."""
+    for prefix, scale in (("E", 1e18), ("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(value) >= scale:
+            return f"{value / scale:.3g} {prefix}{unit}"
+    return f"{value:.3g} {unit}".rstrip()
+
+
+def human_bytes(value: float) -> str:
+    """Format bytes in binary units: KiB, MiB, GiB, TiB."""
+    for prefix, scale in (("PiB", 2**50), ("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if abs(value) >= scale:
+            return f"{value / scale:.3g} {prefix}"
+    return f"{value:.0f} B"
+
+
+def human_seconds(value: float) -> str:
+    if value >= 1:
+        return f"{value:.3g} s"
+    if value >= 1e-3:
+        return f"{value * 1e3:.3g} ms"
+    return f"{value * 1e6:.3g} us"
+
+
+def format_table(rows: list[list[str]], header: list[str], right_align_from: int = 1) -> str:
+    """Format rows as a plain-text table; columns from ``right_align_from`` on are right-aligned."""
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = []
+    for row in [header, *rows]:
+        cells = []
+        for i, cell in enumerate(row):
+            cell = str(cell)
+            cells.append(cell.rjust(widths[i]) if i >= right_align_from else cell.ljust(widths[i]))
+        lines.append("  ".join(cells).rstrip())
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)

@@ -1,0 +1,111 @@
+"""``ctxsim models`` and ``ctxsim show``: list presets and print a model's layer stack."""
+
+from __future__ import annotations
+
+import argparse
+
+from ctxsim.cli.common import format_table, human_count, print_json
+from ctxsim.spec import load_model, preset_names
+from ctxsim.spec.model import ModelSpec
+
+
+def add_parsers(subparsers: argparse._SubParsersAction) -> None:
+    models = subparsers.add_parser("models", help="List the model presets with a one-line summary.")
+    models.add_argument("--json", action="store_true", help="Print JSON instead of a table.")
+    models.set_defaults(func=run_models)
+
+    show = subparsers.add_parser("show", help="Print a model's layer stack, KV bytes and parameters.")
+    show.add_argument("model", help="Preset name, ctxsim YAML path, or config.json path.")
+    show.add_argument("--kv-dtype", default=None, help="KV dtype for the bytes column (bf16, fp8, fp8_ds_mla, nvfp4).")
+    show.add_argument("--json", action="store_true", help="Print JSON instead of text.")
+    show.set_defaults(func=run_show)
+
+
+def _summary(spec: ModelSpec) -> str:
+    kinds = ", ".join(f"{n}x {spec.layer_kinds[k].describe()}" for k, n in spec.kind_counts.items())
+    return f"{spec.n_layer} layers, d_model {spec.d_model}: {kinds}"
+
+
+def run_models(args: argparse.Namespace) -> int:
+    specs = [load_model(name) for name in preset_names()]
+    if args.json:
+        print_json(
+            [
+                {
+                    "name": s.name,
+                    "n_layer": s.n_layer,
+                    "n_params": s.n_params,
+                    "n_active_params": s.n_active_params,
+                    "summary": _summary(s),
+                }
+                for s in specs
+            ]
+        )
+        return 0
+    rows = [[s.name, human_count(s.n_params), human_count(s.n_active_params), _summary(s)] for s in specs]
+    print(format_table(rows, ["model", "params", "active", "layers"], right_align_from=1))
+    return 0
+
+
+def _layer_rows(spec: ModelSpec, kv_dtype: str) -> list[dict]:
+    rows = []
+    start = 0
+    for run in spec.layers:
+        layer = spec.layer_kinds[run.kind]
+        rows.append(
+            {
+                "first_layer": start,
+                "last_layer": start + run.count - 1,
+                "count": run.count,
+                "kind": run.kind,
+                "attention": layer.attention.variant,
+                "selection": layer.selection.kind,
+                "summary": layer.describe(),
+                "kv_bytes_per_token_per_layer": layer.kv_bytes_per_token(kv_dtype),
+                "main_record_bytes": layer.main_record_bytes(kv_dtype),
+                "index_record_bytes": layer.index_record_bytes(kv_dtype),
+            }
+        )
+        start += run.count
+    return rows
+
+
+def run_show(args: argparse.Namespace) -> int:
+    spec = load_model(args.model)
+    kv_dtype = args.kv_dtype or spec.kv_dtype
+    rows = _layer_rows(spec, kv_dtype)
+    if args.json:
+        print_json(
+            {
+                "name": spec.name,
+                "n_layer": spec.n_layer,
+                "n_params": spec.n_params,
+                "n_active_params": spec.n_active_params,
+                "n_mtp_layers": spec.n_mtp_layers,
+                "kv_dtype": kv_dtype,
+                "kv_bytes_per_token": spec.kv_bytes_per_token(kv_dtype),
+                "indexer_owner_layers": spec.indexer_owner_layers,
+                "runs": rows,
+                "spec": spec.model_dump(mode="json"),
+            }
+        )
+        return 0
+    print(f"{spec.name}: {spec.n_layer} layers, d_model {spec.d_model}, vocab {spec.vocab_size}")
+    print(f"parameters: {human_count(spec.n_params)} total, {human_count(spec.n_active_params)} active")
+    if spec.n_mtp_layers:
+        print(f"multi-token prediction: {spec.n_mtp_layers} layer(s) of kind {spec.mtp_layer_kind}")
+    table = [
+        [
+            f"{r['first_layer']}-{r['last_layer']}" if r["count"] > 1 else str(r["first_layer"]),
+            r["kind"],
+            r["summary"],
+            str(r["kv_bytes_per_token_per_layer"]),
+        ]
+        for r in rows
+    ]
+    print(format_table(table, ["layers", "kind", "design", f"KV B/token/layer ({kv_dtype})"], right_align_from=3))
+    owners = spec.indexer_owner_layers
+    if owners:
+        print(f"indexer owner layers ({len(owners)}): {', '.join(map(str, owners))}")
+    print(f"KV bytes per token, all layers ({kv_dtype}): {spec.kv_bytes_per_token(kv_dtype):,}")
+    return 0
