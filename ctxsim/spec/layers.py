@@ -33,6 +33,7 @@ class GQAAttention(_Strict):
     n_kv_head: PositiveInt = Field(description="Key/value heads per layer; 1 is MQA, n_head is MHA.")
     head_dim: PositiveInt = Field(description="Width of one query, key or value head.")
     qkv_bias: bool = Field(False, description="Whether the q, k and v projections have biases.")
+    o_bias: bool = Field(False, description="Whether the output projection has a bias (gpt-oss).")
 
     @model_validator(mode="after")
     def _kv_heads_divide_heads(self) -> "GQAAttention":
@@ -80,7 +81,8 @@ class GQAAttention(_Strict):
         kv = 2 * d_model * self.n_kv_head * self.head_dim
         o = self.n_head * self.head_dim * d_model
         bias = (self.n_head + 2 * self.n_kv_head) * self.head_dim if self.qkv_bias else 0
-        return q + kv + o + bias
+        o_bias = d_model if self.o_bias else 0
+        return q + kv + o + bias + o_bias
 
 
 class MLAAttention(_Strict):
