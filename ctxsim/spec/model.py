@@ -99,6 +99,15 @@ class ModelSpec(BaseModel):
         return sum(run.count for run in self.layers)
 
     @cached_property
+    def layer_stack(self) -> tuple[LayerSpec, ...]:
+        """The LayerSpec of every main-stack layer, in order.
+
+        Two specs with equal stacks describe the same layers even when their layer kinds are
+        named differently (a preset and a config.json import, for example).
+        """
+        return tuple(self.layer_kinds[kind] for kind in self.layer_sequence)
+
+    @cached_property
     def kind_counts(self) -> dict[str, int]:
         """Number of layers of each kind in the main stack (MTP layers excluded), in first-use order."""
         counts: dict[str, int] = {}
@@ -146,9 +155,17 @@ class ModelSpec(BaseModel):
 
     @property
     def n_active_params(self) -> int:
-        """Parameters used per token: all but the routed experts a token is not sent to."""
+        """Parameters a token's forward pass multiplies by (MTP layers excluded).
+
+        That is every layer weight except the routed experts the token is not sent to, plus the
+        LM head (the shared matrix when embeddings are tied). The input embedding is left out
+        because it is a table lookup, not a matmul, so 2 * n_active_params approximates the weight
+        matmul FLOPs per token. The gpt-oss model card counts active parameters this way. Other
+        publishers' active figures may also count the input embedding or leave out the LM head,
+        so they can differ from this by one embedding table.
+        """
         layers = sum(self.layer_kinds[k].n_active_params(self.d_model) * n for k, n in self.kind_counts.items())
-        return layers + self.embedding_params + self.lm_head_params
+        return layers + self.vocab_size * self.d_model
 
     @property
     def n_mtp_params(self) -> int:
