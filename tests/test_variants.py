@@ -4,7 +4,7 @@ import pytest
 
 import ctxsim
 from ctxsim.spec import DenseSelection, DSASelection, MSASelection, WindowSelection
-from ctxsim.spec.variants import with_kv_heads, with_selection
+from ctxsim.spec.variants import selection_pattern, with_kv_heads, with_selection
 
 
 def _selections(spec):
@@ -140,3 +140,40 @@ def test_kv_heads_msa_index_heads_follow():
 def test_invalid_variant_raises(call, fragment):
     with pytest.raises(ctxsim.SpecError, match=fragment):
         call()
+
+
+@pytest.mark.parametrize("name", ctxsim.preset_names())
+def test_selection_pattern_round_trip(name):
+    spec = ctxsim.load_model(name)
+    pattern = selection_pattern(spec)
+    assert pattern is not None
+    arguments = dict(pattern)
+    rebuilt = with_selection(spec, arguments.pop("kind"), **arguments)
+    assert _selections(rebuilt) == _selections(spec)
+    assert rebuilt.n_params == spec.n_params
+
+
+def test_selection_pattern_glm52():
+    pattern = selection_pattern(ctxsim.load_model("glm-5.2"))
+    # GLM-5.2 config.json: index_topk_freq 4, index_skip_topk_offset 3; GLM-5 indexer 32 x 128, top-2048.
+    assert pattern == {
+        "kind": "dsa",
+        "index_n_heads": 32,
+        "index_head_dim": 128,
+        "index_topk": 2048,
+        "index_topk_freq": 4,
+        "index_skip_topk_offset": 3,
+    }
+
+
+def test_selection_pattern_minimax_m3():
+    pattern = selection_pattern(ctxsim.load_model("minimax-m3"))
+    assert pattern["kind"] == "msa"
+    assert pattern["dense_first"] == 3
+    assert "index_n_heads" not in pattern
+
+
+def test_selection_pattern_irregular_is_none():
+    # Dense layers 0, 1, then 3, 7, 11, ...: neither a leading block nor a period alone.
+    spec = with_selection(ctxsim.load_model("llama-3.1-8b"), "window", window=4096, dense_first=2, dense_every=4)
+    assert selection_pattern(spec) is None

@@ -16,7 +16,15 @@ from typing import Any
 from pydantic import ValidationError
 
 from ctxsim.spec.errors import SpecError, format_validation_error
-from ctxsim.spec.layers import DSASelection, GQAAttention, LayerSpec, MoEFFN, MSASelection, WindowSelection
+from ctxsim.spec.layers import (
+    DenseSelection,
+    DSASelection,
+    GQAAttention,
+    LayerSpec,
+    MoEFFN,
+    MSASelection,
+    WindowSelection,
+)
 from ctxsim.spec.load import model_from_dict
 from ctxsim.spec.model import ModelSpec
 
@@ -31,7 +39,7 @@ MSA_DEFAULTS = {"block_size": 128, "topk_blocks": 16, "index_head_dim": 128, "in
 # Keyword arguments that apply to each selection kind, besides the layer pattern arguments.
 _KIND_PARAMS = {
     "dense": (),
-    "window": ("window", "sink_tokens"),
+    "window": ("window", "sink_tokens", "learned_sinks"),
     "dsa": ("index_n_heads", "index_head_dim", "index_topk", "index_topk_freq", "index_skip_topk_offset"),
     "msa": ("block_size", "topk_blocks", "index_n_heads", "index_head_dim", "init_blocks", "local_blocks"),
 }
@@ -43,6 +51,7 @@ def with_selection(
     *,
     window: int | None = None,
     sink_tokens: int | None = None,
+    learned_sinks: bool | None = None,
     index_n_heads: int | None = None,
     index_head_dim: int | None = None,
     index_topk: int | None = None,
@@ -76,6 +85,7 @@ def with_selection(
     overrides = {
         "window": window,
         "sink_tokens": sink_tokens,
+        "learned_sinks": learned_sinks,
         "index_n_heads": index_n_heads,
         "index_head_dim": index_head_dim,
         "index_topk": index_topk,
@@ -138,6 +148,73 @@ def with_kv_heads(spec: ModelSpec, n_kv_head: int, *, name: str | None = None) -
     return _rebuild(spec, layers, mtp_layer, name or f"{spec.name}+kv{n_kv_head}", source=f"{spec.name} with n_kv_head {n_kv_head}")
 
 
+def selection_pattern(spec: ModelSpec) -> dict[str, Any] | None:
+    """Return the ``with_selection`` arguments that rebuild the key selection of ``spec``.
+
+    The result has ``kind`` plus keyword arguments, for example ``{"kind": "msa", "block_size":
+    128, ..., "dense_first": 3}`` for MiniMax-M3. Returns None when the layers mix designs in a way
+    ``with_selection`` cannot express (two window sizes, dense layers in an irregular pattern).
+    """
+    layers = [spec.layer_kinds[kind] for kind in spec.layer_sequence]
+    sparse = [layer for layer in layers if not isinstance(layer.selection, DenseSelection)]
+    if not sparse:
+        return {"kind": "dense"}
+
+    # Every non-dense layer must have the same design. DSA layers may differ in owning the
+    # indexer, and MSA layers in index_n_heads when it follows each layer's n_kv_head.
+    def shape(layer: LayerSpec) -> dict[str, Any]:
+        data = layer.selection.model_dump()
+        data.pop("indexer", None)
+        if isinstance(layer.selection, MSASelection) and data["index_n_heads"] == layer.attention.n_kv_head:
+            data["index_n_heads"] = None
+        return data
+
+    out = shape(sparse[0])
+    if any(shape(layer) != out for layer in sparse):
+        return None
+    if out.get("index_n_heads", 0) is None:
+        del out["index_n_heads"]
+    if out["kind"] == "dsa":
+        share = _index_share(["owner" if layer.owns_indexer else "shared" for layer in sparse])
+        if share is None:
+            return None
+        out.update(share)
+
+    dense = _dense_pattern([isinstance(layer.selection, DenseSelection) for layer in layers])
+    if dense is None:
+        return None
+    out.update(dense)
+    return out
+
+
+def _index_share(roles: list[str]) -> dict[str, int] | None:
+    """``index_topk_freq`` and ``index_skip_topk_offset`` that give these DSA roles, or None."""
+    if "shared" not in roles:
+        return {"index_topk_freq": 1, "index_skip_topk_offset": 1}
+    offset = roles.index("shared")
+    if offset == 0:
+        return None
+    owners_after = [j for j in range(offset, len(roles)) if roles[j] == "owner"]
+    freq = (owners_after[0] - offset + 1) if owners_after else len(roles) - offset + 1
+    if freq < 2:
+        return None
+    expected = ["owner" if max(j - offset + 1, 0) % freq == 0 else "shared" for j in range(len(roles))]
+    return {"index_topk_freq": freq, "index_skip_topk_offset": offset} if expected == roles else None
+
+
+def _dense_pattern(is_dense: list[bool]) -> dict[str, int] | None:
+    """``dense_first`` / ``dense_every`` arguments that keep exactly these layers dense, or None."""
+    lead = 0
+    while lead < len(is_dense) and is_dense[lead]:
+        lead += 1
+    if not any(is_dense[lead:]):
+        return {"dense_first": lead} if lead else {}
+    every = is_dense.index(True) + 1
+    if every >= 2 and is_dense == [(i + 1) % every == 0 for i in range(len(is_dense))]:
+        return {"dense_every": every}
+    return None
+
+
 # ---------------------------------------------------------------------------------------------
 # Arguments
 
@@ -149,6 +226,10 @@ def _check_arguments(kind: str, overrides: dict[str, Any], dense_first: int, den
         if value is not None and key not in _KIND_PARAMS[kind]:
             raise SpecError(f"'{key}' does not apply to selection '{kind}': leave it unset")
     for key, value in overrides.items():
+        if key == "learned_sinks":
+            if value is not None and not isinstance(value, bool):
+                raise SpecError(f"invalid learned_sinks {value!r}: use true or false")
+            continue
         minimum = 0 if key in ("sink_tokens", "init_blocks", "local_blocks") else 1
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < minimum):
             raise SpecError(f"invalid {key} {value!r}: use an integer of at least {minimum}")
@@ -179,6 +260,7 @@ def _fill_defaults(spec: ModelSpec, kind: str, params: dict[str, Any]) -> dict[s
                 raise SpecError(f"selection 'window' needs a window: {spec.name} has no window layer to copy it from")
             out["window"] = existing.window
         out.setdefault("sink_tokens", existing.sink_tokens if existing else 0)
+        out.setdefault("learned_sinks", existing.learned_sinks if existing else False)
     elif kind == "dsa":
         existing = _first_selection(spec, DSASelection)
         for key, value in DSA_DEFAULTS.items():
@@ -217,7 +299,8 @@ def _selection_data(kind: str, role: str, params: dict, layer: LayerSpec) -> dic
     if kind == "dense" or role == "dense":
         return {"kind": "dense"}
     if kind == "window":
-        return {"kind": "window", "window": params["window"], "sink_tokens": params["sink_tokens"]}
+        keys = ("window", "sink_tokens", "learned_sinks")
+        return {"kind": "window", **{k: params[k] for k in keys}}
     if kind == "dsa":
         keys = ("index_n_heads", "index_head_dim", "index_topk")
         return {"kind": "dsa", **{k: params[k] for k in keys}, "indexer": role}
