@@ -30,3 +30,6 @@ RESIDUAL_FLOPS_PER_ELEMENT = 1
 ACTIVATION_BYTES = 2
 # Bytes of one top-k index (int32), written by a top-k op and read by the gather that uses it.
 INDEX_BYTES = 4
+# Bytes of one score or logit that an op writes for a later op to read (fp32): DSA indexer
+# scores, MSA token and block scores, MoE router logits and gate weights.
+SCORE_BYTES = 4

@@ -37,6 +37,11 @@ class Op:
     bytes_written: Number = 0
     layer_kind: str | None = None
     dtype: str = "bf16"
+    # Parts of bytes_read and bytes_written, for the time model and for tests; both are included
+    # in the totals above.
+    weight_bytes_read: Number = 0
+    kv_bytes_read: Number = 0
+    kv_bytes_written: Number = 0
 
     @property
     def flops(self) -> Number:
@@ -72,7 +77,18 @@ class Op:
             "other_flops": _plain(self.other_flops),
             "bytes_read": _plain(self.bytes_read),
             "bytes_written": _plain(self.bytes_written),
+            "weight_bytes_read": _plain(self.weight_bytes_read),
+            "kv_bytes_read": _plain(self.kv_bytes_read),
+            "kv_bytes_written": _plain(self.kv_bytes_written),
+            "total_flops": _plain(self.total_flops),
+            "total_bytes_read": _plain(self.total_bytes_read),
+            "total_bytes_written": _plain(self.total_bytes_written),
         }
+
+    @property
+    def activation_bytes(self) -> Number:
+        """Bytes of activations this op reads and writes: everything but weights and the KV cache."""
+        return self.bytes_read - self.weight_bytes_read - self.kv_bytes_read + self.bytes_written - self.kv_bytes_written
 
 
 def _plain(value: Number) -> Any:
@@ -92,6 +108,7 @@ class KVMemory:
     by_component: dict[str, Number] = field(default_factory=dict)
     policy: str = "need"
     kv_dtype: str = "bf16"
+    bytes_per_device: Number = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -99,6 +116,7 @@ class KVMemory:
             "by_component": {k: _plain(v) for k, v in self.by_component.items()},
             "policy": self.policy,
             "kv_dtype": self.kv_dtype,
+            "bytes_per_device": _plain(self.bytes_per_device),
         }
 
 

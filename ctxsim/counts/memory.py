@@ -1,0 +1,86 @@
+"""KV-cache memory per sequence and per device, by component, under two policies.
+
+Components:
+- ``main``: the main cache (K/V or MLA latent) of layers that keep every token.
+- ``indexer``: the index keys of layers that own an indexer (DSA owners, MSA layers).
+- ``window``: the main cache of sliding-window layers.
+
+Policies:
+- ``need``: what the architecture needs at context N. A window layer of window W and S sink
+  tokens holds min(N, W + S) tokens; every other layer holds N.
+- ``paged``: what a paged serving engine reserves. Each layer's tokens are rounded up to whole
+  pages of ``page_size`` tokens. A window layer keeps the pages from the one holding token
+  N - W + 1 (1-based) to the one holding token N, as vLLM v1's SlidingWindowManager frees every
+  block that lies wholly before the window (``remove_skipped_blocks``); before the window fills
+  it is charged like a full layer. Sink tokens keep their own pages.
+"""
+
+from __future__ import annotations
+
+from ctxsim.counts.arith import ceil_div, maximum, minimum
+from ctxsim.counts.report import KVMemory, Number
+from ctxsim.spec.errors import SpecError
+from ctxsim.spec.layers import GQAAttention, WindowSelection
+from ctxsim.spec.model import ModelSpec
+
+KV_COMPONENTS = ("main", "indexer", "window")
+
+
+def check_kv_dtype(spec: ModelSpec, kv_dtype: str) -> None:
+    """Raise SpecError when ``kv_dtype`` does not apply to every layer of the model."""
+    if kv_dtype != "fp8_ds_mla":
+        return
+    for kind, layer in spec.layer_kinds.items():
+        if isinstance(layer.attention, GQAAttention):
+            raise SpecError(
+                f"kv dtype 'fp8_ds_mla' applies to MLA layers only, but layer kind '{kind}' of "
+                f"{spec.name} is {layer.attention.variant}: use --kv-dtype fp8"
+            )
+
+
+def window_tokens_needed(selection: WindowSelection, context: Number) -> Number:
+    """Tokens a window layer holds at context N: min(N, W + sinks)."""
+    return minimum(context, selection.window + selection.sink_tokens)
+
+
+def window_tokens_paged(selection: WindowSelection, context: Number, page_size: int) -> Number:
+    """Tokens of the pages a paged engine keeps for a window layer at context N."""
+    pages_total = ceil_div(context, page_size)
+    first_needed = maximum(context - selection.window, 0)  # 0-based index of token N - W + 1
+    pages_dropped = first_needed // page_size
+    sink_pages = minimum(ceil_div(selection.sink_tokens, page_size), pages_dropped)
+    return (pages_total - pages_dropped + sink_pages) * page_size
+
+
+def kv_memory(
+    spec: ModelSpec,
+    context: Number,
+    kv_dtype: str,
+    policy: str = "need",
+    page_size: int = 64,
+    batch: int = 1,
+) -> KVMemory:
+    """KV-cache bytes of one sequence at ``context`` tokens, by component, and of ``batch`` sequences.
+
+    NOTE: per device = per sequence x batch until parallel plans split the cache.
+    """
+    check_kv_dtype(spec, kv_dtype)
+    full_tokens = ceil_div(context, page_size) * page_size if policy == "paged" else context
+    by_component: dict[str, Number] = {name: 0 for name in KV_COMPONENTS}
+
+    for kind, n_layers in spec.kind_counts.items():
+        layer = spec.layer_kinds[kind]
+        main_bytes = layer.main_record_bytes(kv_dtype)
+        sel = layer.selection
+        if isinstance(sel, WindowSelection):
+            if policy == "paged":
+                tokens = window_tokens_paged(sel, context, page_size)
+            else:
+                tokens = window_tokens_needed(sel, context)
+            by_component["window"] += n_layers * tokens * main_bytes
+        else:
+            by_component["main"] += n_layers * full_tokens * main_bytes
+        by_component["indexer"] += n_layers * full_tokens * layer.index_record_bytes(kv_dtype)
+
+    per_sequence = by_component["main"] + by_component["indexer"] + by_component["window"]
+    return KVMemory(per_sequence, by_component, policy, kv_dtype, per_sequence * batch)
