@@ -82,7 +82,7 @@ def test_cli_show_config_path(capsys):
 
 
 def test_qwen3_head_dim_from_config():
-    # Qwen3-32B: hidden_size 5120 / 64 heads would be 80; the config says 128.
+    # Qwen3-32B: hidden_size 5120 / 64 heads would be 80, but the config gives 128.
     spec = _import(_fixture("qwen3-32b"))
     assert spec.layer_stack[0].attention.head_dim == 128
 
@@ -101,7 +101,7 @@ def test_llama_explicit_head_dim_wins():
 
 
 def test_gemma2_head_dim_not_hidden_over_heads():
-    # Gemma-2-9B: 3584 / 16 = 224, the config says 256.
+    # Gemma-2-9B: 3584 / 16 = 224, but the config gives 256.
     assert _import(_fixture("gemma-2-9b")).layer_stack[0].attention.head_dim == 256
 
 
@@ -261,7 +261,7 @@ def test_minimax_m3_flat_config():
 
 
 def test_minimax_m3_layer_types():
-    # The transformers port names MSA layers in layer_types instead of sparse_attention_freq.
+    # One port of MiniMax-M3 names MSA layers in layer_types instead of sparse_attention_freq.
     data = copy.deepcopy(_fixture("minimax-m3")["text_config"])
     del data["sparse_attention_config"]["sparse_attention_freq"]
     data["layer_types"] = ["full_attention"] * 3 + ["minimax_m3_sparse"] * 57
@@ -288,7 +288,7 @@ def test_mxfp4_sets_expert_dtype():
 
 
 def test_newer_dtype_key():
-    # transformers 5 writes "dtype" where older versions wrote "torch_dtype".
+    # Newer transformers versions write "dtype" where older ones wrote "torch_dtype".
     data = _fixture("llama-3.1-8b")
     del data["torch_dtype"]
     data["dtype"] = "float16"

@@ -2,8 +2,8 @@
 
 Active parameters follow ModelSpec.n_active_params: every weight a token multiplies by, so the
 LM head counts and the input embedding does not. Publishers round to two or three significant
-digits and do not all count embeddings the same way; the cases that miss 1% under this
-convention are strict xfails that state the gap, so they fail loudly if the gap closes.
+digits and do not all count embeddings the same way. The cases that miss 1% under this convention
+are strict xfails that state the gap, so they fail if the gap closes.
 """
 
 import pytest
@@ -122,8 +122,8 @@ def test_llama_8b_total_exact():
 
 
 def test_llama_8b_total_differs_from_checkpoint_by_norms():
-    # The checkpoint holds 8,030,261,248 values (hub safetensors count); the difference is the
-    # RMSNorm weights ctxsim leaves out: 2 per layer plus the final norm, 4096 each.
+    # The checkpoint contains 8,030,261,248 values (hub safetensors count). The difference is the
+    # RMSNorm weights that ctxsim leaves out: 2 per layer plus the final norm, 4096 each.
     norms = (2 * 32 + 1) * 4096
     assert ctxsim.load_model("llama-3.1-8b").n_params + norms == 8_030_261_248
 

@@ -53,10 +53,10 @@ class _Config:
         return default
 
     def invalid(self, key: str, value: Any, expected: str) -> SpecError:
-        shown = repr(value)
-        if len(shown) > 60:
-            shown = shown[:57] + "..."
-        return self.error(f"invalid '{self.key_name(key)}' = {shown}: expected {expected}")
+        value_text = repr(value)
+        if len(value_text) > 60:
+            value_text = value_text[:57] + "..."
+        return self.error(f"invalid '{self.key_name(key)}' = {value_text}: expected {expected}")
 
     def positive_int(self, key: str, default: Any = _MISSING) -> int:
         value = self.raw(key, default)
@@ -425,8 +425,13 @@ def _glm_moe_dsa(cfg: _Config) -> dict:
 def _minimax_m2(cfg: _Config) -> dict:
     n_layer = cfg.positive_int("num_hidden_layers")
     if cfg.has("attn_type_list"):
-        # MiniMax-Text-01 used 0 for lightning (linear) attention layers; M2 has softmax (1) everywhere.
-        cfg.per_layer_list("attn_type_list", n_layer, (1,))
+        # MiniMax-Text-01 marks lightning (linear) attention layers 0; M2 has softmax (1) everywhere.
+        types = cfg.per_layer_list("attn_type_list", n_layer, (0, 1))
+        if 0 in types:
+            raise cfg.error(
+                f"{cfg.key_name('attn_type_list')}[{types.index(0)}] is 0, a lightning (linear) attention "
+                "layer, which ctxsim does not model: only softmax layers (1) are supported"
+            )
     attention = _gqa_attention(cfg, head_dim_default=_MISSING)
     _check_topk(cfg, "num_experts_per_tok", "num_local_experts")
     moe = {
@@ -458,8 +463,16 @@ def _minimax_m3(cfg: _Config) -> dict:
     if any(is_sparse):
         if sparse_cfg is None:
             raise cfg.error(f"missing required key '{cfg.key_name('sparse_attention_config')}' for MSA layers: add it")
-        # NOTE: sparse_init_block and sparse_local_block default to 1 when absent, the blocks the
-        # MSA paper forces; copies of the released config disagree on sparse_init_block (0 or 1).
+        # NOTE: sparse_init_block and sparse_local_block default to 1 when absent, as the MSA paper
+        # forces one initial and one local block. Copies of the released config disagree on
+        # sparse_init_block (0 or 1).
+        index_heads = sparse_cfg.positive_int("sparse_num_index_heads")
+        if index_heads != attention["n_kv_head"]:
+            raise cfg.error(
+                f"{sparse_cfg.key_name('sparse_num_index_heads')} {index_heads} differs from "
+                f"{cfg.key_name('num_key_value_heads')} {attention['n_kv_head']}: MSA has one index-query "
+                "head per KV group"
+            )
         msa = {
             "kind": "msa",
             "block_size": sparse_cfg.positive_int("sparse_block_size"),
