@@ -9,8 +9,18 @@ hidden width, ``n_head`` query heads, ``n_kv_head`` key/value heads, ``head_dim`
 ``import ctxsim`` never imports torch or streamlit.
 """
 
+from ctxsim.counts import CostReport, estimate
 from ctxsim.spec import ModelSpec, ParallelPlan, SpecError, Workload, load_model, preset_names
 
 __version__ = "0.1.0"
 
-__all__ = ["ModelSpec", "ParallelPlan", "SpecError", "Workload", "load_model", "preset_names"]
+__all__ = [
+    "CostReport",
+    "ModelSpec",
+    "ParallelPlan",
+    "SpecError",
+    "Workload",
+    "estimate",
+    "load_model",
+    "preset_names",
+]

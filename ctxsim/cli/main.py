@@ -11,7 +11,9 @@ from ctxsim.spec.errors import SpecError
 # Modules that define ``add_parsers(subparsers)``; each parser sets ``func(args) -> exit code``.
 SUBCOMMAND_MODULES = [
     "ctxsim.cli.models",
+    "ctxsim.cli.estimate",
     "ctxsim.cli.dashboard",
+    "ctxsim.cli.hardware",
 ]
 
 
