@@ -38,20 +38,32 @@ def print_json(obj: object) -> None:
     sys.stdout.write("\n")
 
 
-def human_count(value: float, unit: str = "") -> str:
-    """Format a count with SI prefixes: 1.23 G, 4.5 T."""
-    for prefix, scale in (("E", 1e18), ("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(value) >= scale:
-            return f"{value / scale:.3g} {prefix}{unit}"
+def _scaled(value: float, scales: tuple[tuple[str, float], ...], unit: str) -> str:
+    """Format ``value`` with the largest prefix whose 3-significant-digit mantissa stays below 1000."""
+    for i, (prefix, scale) in enumerate(scales):
+        if abs(value) >= scale * 0.9995:
+            mantissa = float(f"{value / scale:.3g}")
+            if abs(mantissa) >= 1000 and i > 0:
+                prefix, scale = scales[i - 1]
+                mantissa = float(f"{value / scale:.3g}")
+            return f"{mantissa:g} {prefix}{unit}"
     return f"{value:.3g} {unit}".rstrip()
+
+
+_SI = (("E", 1e18), ("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3))
+_BINARY = (("Pi", 2.0**50), ("Ti", 2.0**40), ("Gi", 2.0**30), ("Mi", 2.0**20), ("Ki", 2.0**10))
+
+
+def human_count(value: float, unit: str = "") -> str:
+    """Format a count with SI prefixes and 3 significant digits: 1.23 G, 4.5 T."""
+    return _scaled(value, _SI, unit)
 
 
 def human_bytes(value: float) -> str:
     """Format bytes in binary units: KiB, MiB, GiB, TiB."""
-    for prefix, scale in (("PiB", 2**50), ("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if abs(value) >= scale:
-            return f"{value / scale:.3g} {prefix}"
-    return f"{value:.0f} B"
+    if abs(value) < 1024 * 0.9995:
+        return f"{value:.0f} B"
+    return _scaled(value, _BINARY, "B")
 
 
 def human_seconds(value: float) -> str:

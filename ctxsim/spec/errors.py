@@ -41,8 +41,11 @@ def format_validation_error(err: ValidationError, source: str = "") -> str:
     if kind == "missing":
         return f"{prefix}missing required key '{where}': add it"
     value = first.get("input")
+    more = f" (and {len(err.errors()) - 1} more errors)" if len(err.errors()) > 1 else ""
+    if isinstance(value, (dict, list)):
+        # A rule over a whole mapping (e.g. a cross-field check): the message names the fields.
+        return f"{prefix}invalid '{where}': {message}{more}"
     shown = repr(value)
     if len(shown) > 60:
         shown = shown[:57] + "..."
-    more = f" (and {len(err.errors()) - 1} more errors)" if len(err.errors()) > 1 else ""
     return f"{prefix}invalid '{where}' = {shown}: {message}{more}"
