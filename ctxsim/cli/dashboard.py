@@ -1,13 +1,14 @@
 """``ctxsim dashboard``: serve the Streamlit what-if dashboard on this machine.
 
-The app runs as a ``streamlit run`` subprocess bound to 127.0.0.1, so ``import ctxsim`` and the
-other subcommands never import streamlit.
+The app runs as ``streamlit run`` bound to 127.0.0.1, in place of this process on POSIX and as a
+subprocess elsewhere, so ``import ctxsim`` and the other subcommands never import streamlit.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -52,7 +53,7 @@ def app_path() -> Path | None:
 
 
 def streamlit_command(app: Path, port: int) -> list[str]:
-    """The ``streamlit run`` command line: loopback only, no browser, no usage statistics."""
+    """Return the ``streamlit run`` command line: loopback only, no browser, no usage statistics."""
     return [
         sys.executable,
         "-m",
@@ -84,7 +85,11 @@ def run_dashboard(args: argparse.Namespace) -> int:
         return 1
 
     print(f"ctxsim dashboard: serving http://{ADDRESS}:{args.port} (Ctrl-C stops it)", flush=True)
+    command = streamlit_command(app, args.port)
+    if os.name == "posix":
+        # Become the server, so that signals (Ctrl-C, a service manager's SIGTERM) reach it directly.
+        os.execv(command[0], command)
     try:
-        return subprocess.run(streamlit_command(app, args.port), check=False).returncode
+        return subprocess.run(command, check=False).returncode
     except KeyboardInterrupt:
         return 0

@@ -1,0 +1,166 @@
+"""Cached calls into the public ctxsim API; pages call these, never ctxsim internals.
+
+Every function is wrapped in ``st.cache_data``, so a rerun with the same inputs (a widget that
+does not change the model or workload) costs a cache lookup. Specs and workloads are frozen
+pydantic models, which Streamlit hashes by value.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+import ctxsim
+from ctxsim.spec import ModelSpec, SpecError, Workload
+from ctxsim.spec.variants import selection_pattern, with_kv_heads, with_selection
+
+log = logging.getLogger(__name__)
+
+# Attention designs offered by the pickers: value -> label.
+DESIGNS: dict[str, str] = {
+    "released": "as released",
+    "dense": "dense (full attention)",
+    "window": "sliding window (SWA)",
+    "dsa": "DSA (indexer in every layer)",
+    "indexshare": "IndexShare (DSA, shared indexer)",
+    "msa": "MSA (block top-k)",
+}
+
+
+@dataclass(frozen=True)
+class Design:
+    """An attention design to apply to a model: a ``DESIGNS`` key plus its parameters."""
+
+    kind: str = "released"
+    params: tuple[tuple[str, int], ...] = ()
+    n_kv_head: int = 0  # 0 keeps the released KV heads
+
+    def label(self) -> str:
+        if self.kind == "released":
+            text = "as released"
+        else:
+            text = self.kind + "".join(f" {k}={v}" for k, v in self.params)
+        return text + (f", n_kv_head={self.n_kv_head}" if self.n_kv_head else "")
+
+
+@st.cache_data(show_spinner=False)
+def preset(name: str) -> ModelSpec:
+    return ctxsim.load_model(name)
+
+
+@st.cache_data(show_spinner=False)
+def uploaded_model(file_name: str, data: bytes) -> ModelSpec:
+    """Load an uploaded config.json or ctxsim YAML through ``ctxsim.load_model``.
+
+    The bytes go to a temporary file named like the upload, because ``load_model`` picks the
+    format from the suffix and names a config.json model after its folder.
+    Raises SpecError for any file that is not a valid model.
+    """
+    suffix = Path(file_name).suffix.lower()
+    if suffix not in (".json", ".yaml", ".yml"):
+        raise SpecError(f"upload {file_name}: unsupported file type '{suffix}'; upload a config.json or a .yaml spec")
+    stem = Path(file_name).stem
+    # load_model names a config.json model after its folder; keep the folder name a safe file name.
+    safe_stem = "".join(c if c.isalnum() or c in "-_." else "-" for c in stem)
+    folder_name = "uploaded" if stem == "config" else safe_stem
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / folder_name
+        folder.mkdir()
+        path = folder / f"{stem or 'model'}{suffix}"
+        path.write_bytes(data)
+        try:
+            return ctxsim.load_model(path)
+        except UnicodeDecodeError:
+            raise SpecError(f"upload {file_name}: the file is not UTF-8 text; upload a config.json or a .yaml spec") from None
+        except (KeyError, TypeError, AttributeError) as err:
+            # A mapping of the wrong shape can fail before validation names the field.
+            log.warning("upload %s failed to load: %r", file_name, err)
+            raise SpecError(f"upload {file_name}: not a valid model config ({type(err).__name__}: {err})") from None
+
+
+@st.cache_data(show_spinner=False)
+def released_pattern(spec: ModelSpec) -> dict | None:
+    """Return the model's own design as ``with_selection`` arguments, or None for a mixed design."""
+    return selection_pattern(spec)
+
+
+@st.cache_data(show_spinner=False)
+def apply_design(spec: ModelSpec, design: Design) -> ModelSpec:
+    """Return ``spec`` with ``design`` applied; raises SpecError for an impossible design."""
+    out = spec
+    if design.n_kv_head:
+        out = with_kv_heads(out, design.n_kv_head)
+    if design.kind == "released":
+        return out
+    kind = "dsa" if design.kind == "indexshare" else design.kind
+    return with_selection(out, kind, **dict(design.params))
+
+
+# ---------------------------------------------------------------------------------------------
+# Counts
+
+
+def sweep_contexts(points: int, low: int, high: int) -> np.ndarray:
+    """``points`` whole-number contexts spaced evenly on a log axis from ``low`` to ``high``."""
+    return np.unique(np.round(np.geomspace(low, high, points)))
+
+
+@st.cache_data(show_spinner=False)
+def point(spec: ModelSpec, workload: Workload) -> ctxsim.CostReport:
+    """``ctxsim.estimate`` at one context: exact integer counts."""
+    return ctxsim.estimate(spec, workload)
+
+
+def per_token(report: ctxsim.CostReport) -> dict[str, object]:
+    """Return the headline numbers of a report as floats per token, and the KV bytes per sequence.
+
+    Prefill is averaged over the ``batch * (context - cached_context)`` tokens it computes;
+    decode is one step divided by the batch.
+    """
+    workload = report.workload
+    context = report.extras.get("context", workload.context)
+    prefill_tokens = workload.batch * (context - workload.cached_context)
+    return {
+        "prefill_flops_per_token": report.total("prefill", "flops") / prefill_tokens,
+        "decode_flops_per_token": report.total("decode", "flops") / workload.batch,
+        "kv_bytes_per_sequence": report.kv_cache.bytes_per_sequence,
+        "decode_bytes_read_per_token": report.total("decode", "bytes_read") / workload.batch,
+    }
+
+
+@st.cache_data(show_spinner=False)
+def sweep(spec: ModelSpec, workload: Workload, contexts: tuple[int, ...]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Run one vectorised ``ctxsim.estimate`` over ``contexts``.
+
+    Returns a wide frame (one row per context, the ``per_token`` columns) and a long frame of the
+    per-op FLOPs and bytes read per token (context, phase, op, flops_per_token,
+    bytes_read_per_token).
+    """
+    n = np.asarray(contexts, dtype=np.float64)
+    report = ctxsim.estimate(spec, workload, context=n)
+    wide = pd.DataFrame({"context": n.astype(np.int64), **{k: np.broadcast_to(v, n.shape) for k, v in per_token(report).items()}})
+
+    tokens = {"prefill": workload.batch * (n - workload.cached_context), "decode": workload.batch}
+    frames = []
+    for phase in ("prefill", "decode"):
+        flops = report.by_name(phase, "flops")
+        reads = report.by_name(phase, "bytes_read")
+        for op in flops:
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "context": n.astype(np.int64),
+                        "phase": phase,
+                        "op": op,
+                        "flops_per_token": np.broadcast_to(flops[op] / tokens[phase], n.shape),
+                        "bytes_read_per_token": np.broadcast_to(reads[op] / tokens[phase], n.shape),
+                    }
+                )
+            )
+    return wide, pd.concat(frames, ignore_index=True)

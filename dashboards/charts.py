@@ -1,0 +1,138 @@
+"""Charts as data: one description renders as Vega-Lite on the page and as a matplotlib PNG.
+
+The browser draws the Vega-Lite chart, which keeps the server side cheap. The PNG is drawn only
+when the user clicks its download button. It uses matplotlib's object API without pyplot state,
+so it is safe on the download thread.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
+
+
+# Tick values of a log context axis: 1K to 10M tokens.
+DECADES = [1e3, 1e4, 1e5, 1e6, 1e7]
+
+
+@dataclass(frozen=True)
+class Marker:
+    """A vertical line at ``x`` with a label (the chosen context, a crossover)."""
+
+    x: float
+    label: str
+    dashed: bool = True
+
+
+@dataclass
+class LineChart:
+    """Lines of ``y`` against ``x``, one per value of ``color``, on log axes by default."""
+
+    data: pd.DataFrame
+    x: str
+    y: str
+    color: str
+    title: str
+    x_title: str
+    y_title: str
+    log_x: bool = True
+    log_y: bool = True
+    markers: list[Marker] = field(default_factory=list)
+
+    def vega(self) -> dict:
+        x_scale = {"type": "log"} if self.log_x else {}
+        y_scale = {"type": "log"} if self.log_y else {"zero": False}
+        x_axis = {"format": "~s", "values": DECADES} if self.log_x else {"format": "~s"}
+        lines = {
+            "mark": {"type": "line", "tooltip": True},
+            "encoding": {
+                "x": {"field": self.x, "type": "quantitative", "scale": x_scale, "title": self.x_title, "axis": x_axis},
+                "y": {"field": self.y, "type": "quantitative", "scale": y_scale, "title": self.y_title, "axis": {"format": "~s"}},
+                "color": {"field": self.color, "type": "nominal", "title": None},
+            },
+        }
+        layers = [lines]
+        if self.markers:
+            values = [{"x": m.x, "label": m.label} for m in self.markers]
+            layers.append(
+                {
+                    "data": {"values": values},
+                    "mark": {"type": "rule", "strokeDash": [4, 3], "color": "gray"},
+                    "encoding": {"x": {"field": "x", "type": "quantitative"}, "tooltip": [{"field": "label"}]},
+                }
+            )
+        return {"title": self.title, "layer": layers, "height": 280}
+
+    def png(self) -> bytes:
+        fig = Figure(figsize=(7, 3.6), dpi=120)
+        ax = fig.add_subplot()
+        for name, group in self.data.groupby(self.color, sort=False):
+            ax.plot(group[self.x], group[self.y], label=str(name))
+        for marker in self.markers:
+            ax.axvline(marker.x, color="gray", linestyle="--" if marker.dashed else "-", linewidth=0.8)
+        if self.log_x:
+            ax.set_xscale("log")
+        if self.log_y:
+            ax.set_yscale("log")
+        ax.set_xlabel(self.x_title)
+        ax.set_ylabel(self.y_title)
+        ax.set_title(self.title)
+        ax.legend(fontsize="small")
+        ax.grid(True, which="major", alpha=0.3)
+        return _to_png(fig)
+
+
+@dataclass
+class StackedBar:
+    """Bars of ``y`` for each ``x``, stacked by ``color`` (the per-op breakdown)."""
+
+    data: pd.DataFrame
+    x: str
+    y: str
+    color: str
+    title: str
+    y_title: str
+
+    def vega(self) -> dict:
+        return {
+            "title": self.title,
+            "mark": {"type": "bar", "tooltip": True},
+            "encoding": {
+                "x": {"field": self.x, "type": "nominal", "title": None, "sort": None},
+                "y": {
+                    "field": self.y,
+                    "type": "quantitative",
+                    "title": self.y_title,
+                    "stack": "zero",
+                    "axis": {"format": "~s"},
+                },
+                "color": {"field": self.color, "type": "nominal", "title": None},
+            },
+            "height": 320,
+        }
+
+    def png(self) -> bytes:
+        fig = Figure(figsize=(7, 4), dpi=120)
+        ax = fig.add_subplot()
+        table = self.data.pivot_table(index=self.x, columns=self.color, values=self.y, aggfunc="sum", sort=False)
+        bottom = pd.Series(0.0, index=table.index)
+        for column in table.columns:
+            values = table[column].fillna(0.0)
+            ax.bar([str(i) for i in table.index], values, bottom=bottom, label=str(column))
+            bottom = bottom + values
+        ax.set_ylabel(self.y_title)
+        ax.set_title(self.title)
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+        ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        fig.subplots_adjust(right=0.68)
+        return _to_png(fig)
+
+
+def _to_png(fig: Figure) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", bbox_inches="tight")
+    return buffer.getvalue()

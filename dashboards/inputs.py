@@ -1,0 +1,242 @@
+"""Widget groups shared by the pages: model, attention design, and workload.
+
+Every widget has a key and is bound to the URL, so a link restores the view. ``prefix`` keeps the
+keys of one page's slots apart (the Compare page has four designs). Tooltips come from the
+``Field(description=...)`` of the spec field a widget sets.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+import ctxsim
+from ctxsim.spec import DSASelection, MSASelection, ModelSpec, WindowSelection, Workload
+from ctxsim.spec.dtypes import KV_DTYPES
+from ctxsim.spec.layers import GQAAttention, MLAAttention
+from ctxsim.spec.variants import DSA_DEFAULTS, MSA_DEFAULTS
+
+from dashboards import api
+from dashboards.state import CONTEXT_CHOICES, default, field_help
+
+QP = "query-params"
+
+# Parameters of each design, in display order; each is a number input.
+DESIGN_PARAMS: dict[str, tuple[str, ...]] = {
+    "released": (),
+    "dense": (),
+    "window": ("window", "sink_tokens", "dense_first", "dense_every"),
+    "dsa": ("index_n_heads", "index_head_dim", "index_topk", "dense_first", "dense_every"),
+    "indexshare": (
+        "index_n_heads",
+        "index_head_dim",
+        "index_topk",
+        "index_topk_freq",
+        "index_skip_topk_offset",
+        "dense_first",
+        "dense_every",
+    ),
+    "msa": ("block_size", "topk_blocks", "index_head_dim", "local_blocks", "dense_first", "dense_every"),
+}
+ALL_PARAMS = sorted({p for params in DESIGN_PARAMS.values() for p in params} | {"n_kv_head"})
+
+# Smallest value of each parameter (0 turns dense_first and dense_every off).
+_MINIMUM = {"sink_tokens": 0, "dense_first": 0, "dense_every": 0, "local_blocks": 0, "index_topk_freq": 2}
+
+_HELP = {
+    "window": field_help(WindowSelection, "window"),
+    "sink_tokens": field_help(WindowSelection, "sink_tokens"),
+    "index_n_heads": field_help(DSASelection, "index_n_heads"),
+    "index_head_dim": field_help(DSASelection, "index_head_dim"),
+    "index_topk": field_help(DSASelection, "index_topk"),
+    "block_size": field_help(MSASelection, "block_size"),
+    "topk_blocks": field_help(MSASelection, "topk_blocks"),
+    "local_blocks": field_help(MSASelection, "local_blocks"),
+    "index_topk_freq": "IndexShare period F: one DSA layer in F runs its own indexer (GLM-5.2: 4).",
+    "index_skip_topk_offset": "Leading DSA layers that all run their own indexer before the period starts (GLM-5.2: 3).",
+    "dense_first": "The first layers that keep full attention (MiniMax-M3: 3). 0 changes every layer.",
+    "dense_every": "Every n-th layer keeps full attention (Gemma 3: 6, five local to one global). 0 turns it off.",
+}
+
+
+def format_tokens(n: int) -> str:
+    """Token count as people write it: 128K and 8M for powers of two (K = 1024), else with commas."""
+    if n % 2**20 == 0:
+        return f"{n // 2**20}M"
+    if n % 2**10 == 0:
+        return f"{n // 2**10}K"
+    return f"{n:,}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Model
+
+
+def _reset_design(prefix: str) -> None:
+    """Forget the design parameters of a slot, so that they restart from the new model's values."""
+    for name in ALL_PARAMS:
+        st.session_state.pop(f"{prefix}{name}", None)
+
+
+def model_picker(prefix: str = "", label: str = "Model", preset_default: str | None = None) -> ModelSpec:
+    """Show a preset select box and an upload, and return the chosen model.
+
+    An uploaded file replaces the preset while it is there. Raises SpecError for an invalid upload.
+    """
+    names = ctxsim.preset_names()
+    initial = preset_default or default("model")
+    name = st.selectbox(
+        label,
+        names,
+        index=names.index(initial) if initial in names else 0,
+        key=f"{prefix}model",
+        bind=QP,
+        on_change=_reset_design,
+        args=(prefix,),
+        help=field_help(ModelSpec, "name"),
+    )
+    upload = st.file_uploader(
+        "or upload a config.json / ctxsim YAML",
+        key=f"{prefix}upload",
+        on_change=_reset_design,
+        args=(prefix,),
+        help="A Hugging Face config.json or a ctxsim model YAML; it replaces the preset while uploaded.",
+    )
+    if upload is not None:
+        spec = api.uploaded_model(upload.name, upload.getvalue())
+        st.caption(f"Using the uploaded file {upload.name} ({spec.name}); remove it to use the preset.")
+        return spec
+    return api.preset(name)
+
+
+# ---------------------------------------------------------------------------------------------
+# Attention design
+
+
+def _design_defaults(spec: ModelSpec, kind: str) -> dict[str, int]:
+    """Starting values of a design's parameters: the model's own design where it has one."""
+    values: dict[str, Any] = {"window": 4096, "sink_tokens": 0, "dense_first": 0, "dense_every": 0}
+    values.update(DSA_DEFAULTS)
+    values.update(MSA_DEFAULTS)
+    values.update(index_topk_freq=4, index_skip_topk_offset=1)
+    pattern = api.released_pattern(spec) or {}
+    same_family = pattern.get("kind") == ("dsa" if kind == "indexshare" else kind)
+    for key, value in pattern.items():
+        if key in ("dense_first", "dense_every") or same_family:
+            values[key] = value
+    if kind == "indexshare" and values.get("index_topk_freq", 1) < 2:
+        values["index_topk_freq"] = 4
+    return {k: int(v) for k, v in values.items() if isinstance(v, (int, bool))}
+
+
+def design_picker(spec: ModelSpec, prefix: str = "", columns: int = 2) -> api.Design:
+    """Attention design select box and the number inputs of the chosen design's parameters."""
+    kind = st.selectbox(
+        "Attention design",
+        list(api.DESIGNS),
+        format_func=api.DESIGNS.get,
+        key=f"{prefix}design",
+        bind=QP,
+        on_change=_reset_design,
+        args=(prefix,),
+        help="Key selection of every layer: keep the model's own, or switch to another design.",
+    )
+    defaults = _design_defaults(spec, kind)
+    params = []
+    names = DESIGN_PARAMS[kind]
+    grid = st.columns(columns) if names else []
+    for i, name in enumerate(names):
+        value = grid[i % columns].number_input(
+            name,
+            min_value=_MINIMUM.get(name, 1),
+            value=max(defaults[name], _MINIMUM.get(name, 1)),
+            step=1,
+            key=f"{prefix}{name}",
+            bind=QP,
+            help=_HELP[name],
+        )
+        if name in ("dense_first", "dense_every") and value == 0:
+            continue
+        params.append((name, int(value)))
+    return api.Design(kind=kind, params=tuple(params), n_kv_head=_kv_head_picker(spec, prefix))
+
+
+def _kv_head_picker(spec: ModelSpec, prefix: str) -> int:
+    """KV heads of the GQA layers (0 keeps the released count); MLA models have no choice."""
+    gqa = [layer.attention for layer in spec.layer_kinds.values() if isinstance(layer.attention, GQAAttention)]
+    if not gqa:
+        return 0
+    n_head = min(a.n_head for a in gqa)
+    options = [0] + [d for d in range(1, n_head + 1) if all(a.n_head % d == 0 for a in gqa)]
+    released = sorted({a.n_kv_head for a in gqa})
+    return st.selectbox(
+        "n_kv_head",
+        options,
+        format_func=lambda d: f"as released ({', '.join(map(str, released))})" if d == 0 else str(d),
+        key=f"{prefix}n_kv_head",
+        bind=QP,
+        help=field_help(GQAAttention, "n_kv_head"),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Workload
+
+
+def kv_dtype_options(spec: ModelSpec) -> list[str]:
+    """KV dtypes the model can use: fp8_ds_mla is the MLA record, so only all-MLA models get it."""
+    all_mla = all(isinstance(layer.attention, MLAAttention) for layer in spec.layer_kinds.values())
+    return ["model default"] + [d for d in KV_DTYPES if d != "fp8_ds_mla" or all_mla]
+
+
+def context_picker(prefix: str = "", label: str = "Context length N") -> int:
+    return st.select_slider(
+        label,
+        options=list(CONTEXT_CHOICES),
+        value=default("context"),
+        format_func=format_tokens,
+        key=f"{prefix}context",
+        bind=QP,
+        help=field_help(Workload, "context"),
+    )
+
+
+def workload_picker(spec: ModelSpec, prefix: str = "") -> dict[str, Any]:
+    """Batch, KV dtype and policy, and sparse execution mode, as Workload keyword arguments."""
+    left, right = st.columns(2)
+    batch = left.number_input(
+        "batch",
+        min_value=1,
+        value=default("batch"),
+        step=1,
+        key=f"{prefix}batch",
+        bind=QP,
+        help=field_help(Workload, "batch"),
+    )
+    kv_dtype = right.selectbox(
+        "kv_dtype", kv_dtype_options(spec), key=f"{prefix}kv_dtype", bind=QP, help=field_help(Workload, "kv_dtype")
+    )
+    kv_policy = left.selectbox(
+        "kv_policy", ["need", "paged"], key=f"{prefix}kv_policy", bind=QP, help=field_help(Workload, "kv_policy")
+    )
+    page_size = right.number_input(
+        "page_size",
+        min_value=1,
+        value=default("page_size"),
+        step=1,
+        key=f"{prefix}page_size",
+        bind=QP,
+        help=field_help(Workload, "page_size"),
+        disabled=kv_policy != "paged",
+    )
+    execution = left.selectbox(
+        "execution", ["gathered", "masked"], key=f"{prefix}execution", bind=QP, help=field_help(Workload, "execution")
+    )
+    return {
+        "batch": int(batch),
+        "kv_dtype": None if kv_dtype == "model default" else kv_dtype,
+        "execution": execution,
+        "kv_policy": kv_policy,
+        "page_size": int(page_size),
+    }

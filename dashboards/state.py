@@ -1,0 +1,68 @@
+"""Session defaults and field help, in one place, so that no page depends on another having run.
+
+Widgets keep their value in the URL (``bind="query-params"``): the widget key is the query
+parameter, so a view is shared by copying the link. A bound widget drops its parameter while it
+shows its default, so the defaults below also define what a bare link shows.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+# Context lengths offered by the context slider: powers of two from 1K to 8M, then 10M.
+CONTEXT_CHOICES: tuple[int, ...] = tuple(2**p for p in range(10, 24)) + (10_000_000,)
+# Sweep range of the charts against context length.
+SWEEP_MIN_TOKENS = 1024
+SWEEP_MAX_TOKENS = 10_000_000
+
+# Default value of every bound widget, by key. Keys are also the URL query parameters.
+DEFAULTS: dict[str, Any] = {
+    # Design explorer.
+    "model": "glm-5.2",
+    "design": "as released",
+    "context": 131072,
+    "batch": 1,
+    "kv_dtype": "model default",
+    "kv_policy": "need",
+    "page_size": 64,
+    "execution": "gathered",
+    "n_kv_head": 0,
+    "points": 60,
+    "breakdown": "flops",
+    "window": 4096,
+    "sink_tokens": 0,
+    "index_n_heads": 64,
+    "index_head_dim": 128,
+    "index_topk": 2048,
+    "index_topk_freq": 4,
+    "index_skip_topk_offset": 1,
+    "block_size": 128,
+    "topk_blocks": 16,
+    "dense_first": 0,
+    "dense_every": 0,
+}
+
+# Session entries that are not widgets: uploaded files, by slot, as (file name, bytes).
+SESSION_DEFAULTS: dict[str, Any] = {
+    "uploads": {},
+}
+
+
+def init_session() -> None:
+    """Set every non-widget session entry that is missing; each page calls this first."""
+    for key, value in SESSION_DEFAULTS.items():
+        if key not in st.session_state:
+            st.session_state[key] = type(value)(value) if isinstance(value, (dict, list)) else value
+
+
+def default(key: str) -> Any:
+    """Default value of the bound widget ``key``."""
+    return DEFAULTS[key]
+
+
+def field_help(model: type, name: str) -> str | None:
+    """Return the ``Field(description=...)`` of a pydantic field, used as the widget tooltip."""
+    field = model.model_fields.get(name)
+    return field.description if field is not None else None

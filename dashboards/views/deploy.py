@@ -1,0 +1,9 @@
+"""Placeholder until the page is written."""
+
+import streamlit as st
+
+from dashboards.state import init_session
+
+init_session()
+st.title("deploy")
+st.info("This page is not written yet.")
