@@ -136,7 +136,7 @@ def test_window_decode_reads_window():
 def test_window_chunk_loads_band():
     spec = ctxsim.load_model("gemma-3-1b")
     core = ops(run(spec, 3000, phase="prefill", chunk_size=1000), "prefill", "local")["attn.core"]
-    # Chunk 1 (tokens 1..1000) sees keys 1..1000; chunks 2 and 3 see 999 + 512 keys each.
+    # Chunk 1 (tokens 1..1000) loads keys 1..1000; chunks 2 and 3 load 999 + 512 keys each.
     assert core.kv_bytes_read == (1000 + 2 * (999 + 512)) * 256 * 2 * 2
 
 

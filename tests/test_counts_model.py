@@ -154,9 +154,9 @@ def test_activation_peak_uses_chunk():
 
 def test_decode_flops_scale_with_batch():
     spec = ctxsim.load_model("glm-5.2")
-    one = run(spec, 8192, phase="decode").total("decode")
+    single = run(spec, 8192, phase="decode").total("decode")
     four = run(spec, 8192, phase="decode", batch=4).total("decode")
-    assert four == 4 * one
+    assert four == 4 * single
 
 
 def test_phase_selects_ops():

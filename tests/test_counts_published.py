@@ -56,9 +56,9 @@ def glm_5_2_with_indexer_everywhere():
 def test_glm_5_2_index_share_at_1m():
     # GLM-5.2 release notes (zai-org/GLM-5.2 model card): IndexShare reduces per-token FLOPs by
     # 2.9x at 1M context against the same model with an indexer in every sparse layer.
-    # Our figure: one decode step at context 1M, whole model (embedding, all 78 layers with
-    # projections, indexer, absorbed sparse core, MoE, LM head; matmul and non-matmul FLOPs;
-    # MTP layer excluded). It gives 2.74x; the release does not publish its accounting.
+    # Our figure is one decode step at context 1M over the whole model: embedding, all 78 layers
+    # (projections, indexer, absorbed sparse core, MoE) and the LM head, matmul and non-matmul
+    # FLOPs, without the MTP layer. It gives 2.74x. The release does not publish its accounting.
     workload = Workload(context=ONE_M, phase="decode")
     shared = estimate("glm-5.2", workload).total("decode")
     every = estimate(glm_5_2_with_indexer_everywhere(), workload).total("decode")

@@ -20,16 +20,19 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
         help="Count FLOPs, bytes and KV memory of a model at a context length, op by op.",
         description="Exact, hardware-free counts for one model, workload and context length.",
     )
+
     parser.add_argument("--model", required=True, help="Preset name, ctxsim YAML path, or config.json path.")
     parser.add_argument("--context", required=True, type=parse_tokens, help="Context length N in tokens (128k, 1m; k = 1024).")
     parser.add_argument("--batch", type=positive_int, default=1, help="Sequences processed together (default 1).")
     parser.add_argument("--phase", choices=("prefill", "decode", "both"), default="both", help="Phase to count (default both).")
+
     parser.add_argument("--kv-dtype", choices=KV_DTYPES, default=None, help="KV-cache dtype (default: the model's).")
     parser.add_argument(
         "--kv-policy", choices=("need", "paged"), default="need",
         help="'need': what the architecture needs; 'paged': what a paged engine reserves (default need).",
     )
     parser.add_argument("--page-size", type=positive_int, default=64, help="Tokens per KV page for --kv-policy paged (default 64).")
+
     parser.add_argument(
         "--execution", choices=("gathered", "masked"), default="gathered",
         help="Sparse layers touch selected keys only (gathered) or compute dense scores plus a mask (default gathered).",
@@ -43,6 +46,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
         "--cached-context", type=_non_negative_tokens, default=0,
         help="Tokens already cached before the prefill (prefix hit; default 0).",
     )
+
     parser.add_argument("--json", action="store_true", help="Print JSON instead of tables.")
     parser.set_defaults(func=run_estimate)
 
@@ -125,23 +129,23 @@ def _phase_table(report: CostReport, phase: str) -> str:
 
 
 def format_report(report: CostReport) -> str:
-    """The text output of ``ctxsim estimate``: one op table per phase, then memory."""
-    w = report.workload
-    context = report.extras.get("context", w.context)
+    """Format the text output of ``ctxsim estimate``: one op table per phase, then memory."""
+    workload = report.workload
+    context = report.extras.get("context", workload.context)
     lines = [
-        f"{report.model}: context {context:,} tokens, batch {w.batch}, execution {w.execution}, "
-        f"MLA mode {w.mla_mode}; ops summed over the layers of each kind"
+        f"{report.model}: context {context:,} tokens, batch {workload.batch}, execution {workload.execution}, "
+        f"MLA mode {workload.mla_mode}; ops summed over the layers of each kind"
     ]
     if report.phase_ops("prefill"):
-        chunks = f" in chunks of {w.chunk_size:,}" if w.chunk_size else ""
-        cached = f" after {w.cached_context:,} cached" if w.cached_context else ""
-        lines += ["", f"prefill of {w.new_tokens:,} tokens{cached}{chunks}:", _phase_table(report, "prefill")]
+        chunks = f" in chunks of {workload.chunk_size:,}" if workload.chunk_size else ""
+        cached = f" after {workload.cached_context:,} cached" if workload.cached_context else ""
+        lines += ["", f"prefill of {workload.new_tokens:,} tokens{cached}{chunks}:", _phase_table(report, "prefill")]
     if report.phase_ops("decode"):
-        lines += ["", f"decode step at context {context:,} (batch {w.batch}):", _phase_table(report, "decode")]
+        lines += ["", f"decode step at context {context:,} (batch {workload.batch}):", _phase_table(report, "decode")]
         step_flops = report.total("decode", "flops")
         step_read = report.total("decode", "bytes_read")
         lines.append(
-            f"per token: {human_count(step_flops / w.batch, 'FLOP')}, {human_bytes(step_read / w.batch)} read"
+            f"per token: {human_count(step_flops / workload.batch, 'FLOP')}, {human_bytes(step_read / workload.batch)} read"
         )
 
     kv = report.kv_cache

@@ -6,8 +6,8 @@ Variants relative to plain GQA attention:
   ``attn.kv_up``, absorbed mode folds the up-projections into ``attn.q_absorb`` and ``attn.v_up``.
 - DSA: an indexer (query, key and weight projections, scores over all keys, top-k) picks the
   keys of the core; IndexShare ``shared`` layers reuse an earlier layer's top-k and add nothing.
-- MSA: one index-query head per KV group and one shared index key; token scores are max-pooled
-  to blocks and each group picks its top-k blocks.
+- MSA: one index-query head per KV group and one shared index key. Token scores are max-pooled
+  to blocks, and each group picks its top-k blocks.
 """
 
 from __future__ import annotations
@@ -42,9 +42,9 @@ ACT = ACTIVATION_BYTES
 def resolve_mla_mode(run: PhaseRun, layer: LayerSpec) -> str:
     """MLA execution mode of one layer in one phase: 'expanded' or 'absorbed'.
 
-    'auto' expands K/V for prefill and absorbs for decode, except that DSA layers run absorbed
-    in gathered prefill (the sparse MLA kernels attend the latent as one shared KV head) and
-    expanded in masked prefill (the released reference code computes dense scores per head).
+    'auto' expands K/V for prefill and absorbs for decode, with one exception. DSA layers run
+    absorbed in gathered prefill, because the sparse MLA kernels attend the latent as one shared
+    KV head, and expanded in masked prefill, as the released reference code does.
     """
     if run.mla_mode != "auto":
         return run.mla_mode
@@ -56,7 +56,7 @@ def resolve_mla_mode(run: PhaseRun, layer: LayerSpec) -> str:
 
 
 def is_masked(run: PhaseRun, layer: LayerSpec) -> bool:
-    """Whether the core computes dense scores plus a mask: sparse layers in masked execution."""
+    """Return whether the core computes dense scores plus a mask (sparse layers, masked execution)."""
     return run.execution == "masked" and isinstance(layer.selection, (DSASelection, MSASelection))
 
 
@@ -91,8 +91,9 @@ def _gqa_input_ops(layer: LayerSpec, kind: str, count: int, run: PhaseRun) -> li
             "attn.kv_proj", run, kind, count, rows, d, 2 * att.n_kv_head * att.head_dim,
             bias=att.qkv_bias, kv_bytes_written=rows * record,
         ),
-        # NOTE: rotary embedding is counted over the full head_dim of q and k; partial rotary
-        # (MiniMax-M3) is not modelled because the spec has no rotary width.
+        # NOTE: rotary embedding is counted over the full head_dim of q and k, because the spec
+        # has no rotary width (MiniMax-M3 rotates part of it). Per-head QK norms (Qwen3,
+        # MiniMax-M3) are not counted.
         elementwise_op("attn.rope", run, kind, count, ROPE_FLOPS_PER_ELEMENT * rotated, rotated * ACT, rotated * ACT),
     ]
 
@@ -177,6 +178,8 @@ def _dsa_indexer_ops(layer: LayerSpec, kind: str, count: int, run: PhaseRun) -> 
     n_i, d_i = sel.index_n_heads, sel.index_head_dim
     index_record = layer.index_record_bytes(run.kv_dtype)
     # The DSA index query is projected from the MLA query latent when there is one.
+    # NOTE: the index key's LayerNorm and the rope of index q and k are not counted, and index
+    # activations are counted in bf16 although production kernels run the indexer in fp8.
     q_in = att.q_lora_rank if isinstance(att, MLAAttention) and att.q_lora_rank else d
 
     # Every query scores every visible key; every chunk scans the index keys once.
@@ -214,7 +217,7 @@ def _msa_indexer_ops(layer: LayerSpec, kind: str, count: int, run: PhaseRun) -> 
     picked = msa_selected_block_sum(sel, run.span) * batch
     token_scores = n_g * pairs * SCORE_BYTES
     block_scores = n_g * blocks * SCORE_BYTES
-    # NOTE: token scores are written out and read back by the pool, as unfused kernels do; a
+    # NOTE: token scores are written out and read back by the pool, as unfused kernels do. A
     # fused MSA index kernel pools on chip and never writes them.
     return [
         gemm_op("attn.indexer.q_proj", run, kind, count, rows, d, n_g * d_i),
@@ -239,9 +242,9 @@ def _msa_indexer_ops(layer: LayerSpec, kind: str, count: int, run: PhaseRun) -> 
 def core_op(layer: LayerSpec, kind: str, count: int, run: PhaseRun, mode: str) -> Op:
     """QK^T and PV over the attended keys (matmul) and the softmax (other).
 
-    A dense, window or masked core loads the keys visible to each chunk once per chunk (a fused
-    kernel); a gathered sparse core loads each query's selected entries (per KV group for MSA)
-    and their int32 indices.
+    A dense, window or masked core loads the keys visible to each chunk once per chunk, as a
+    fused kernel does. A gathered sparse core loads each query's selected entries (per KV group
+    for MSA) and their int32 indices.
     """
     att, sel = layer.attention, layer.selection
     batch, rows = run.batch, run.rows
@@ -271,6 +274,7 @@ def core_op(layer: LayerSpec, kind: str, count: int, run: PhaseRun, mode: str) -
         kv_read = pairs * key_bytes
         index_read = sel.index_n_heads * msa_selected_block_sum(sel, run.span) * batch * INDEX_BYTES
     else:
+        # NOTE: in masked execution the mask built from the top-k indices is not counted.
         kv_read = visible_sum(sel, run.span) * batch * key_bytes
         index_read = 0
 

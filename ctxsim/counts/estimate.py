@@ -1,7 +1,8 @@
 """Assemble the ops, KV memory, weights and activation peak of one workload into a CostReport.
 
 Layers are grouped by layer kind (``ModelSpec.kind_counts``): each op record is one run of one
-layer, with ``count`` = the number of layers of that kind. MTP layers are not counted.
+layer, with ``count`` = the number of layers of that kind. NOTE: multi-token-prediction (MTP)
+layers are not counted, because speculative decoding is outside the workload model.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def _phase_run(spec: ModelSpec, workload: Workload, phase: str, span: Span, kv_d
 
 
 def model_ops(spec: ModelSpec, run: PhaseRun) -> list[Op]:
-    """Every op of one phase: embedding, each layer kind's ops, final norm and LM head."""
+    """Build every op of one phase: embedding, each layer kind's ops, final norm and LM head."""
     ops = [embed_op(run)]
     for kind, count in spec.kind_counts.items():
         layer = spec.layer_kinds[kind]
@@ -143,10 +144,11 @@ def _phase_summary(report: CostReport, phase: str) -> dict[str, Any]:
 
 
 def report_to_dict(report: CostReport) -> dict[str, Any]:
-    """The JSON object of ``ctxsim estimate --json``; see docs/methodology.md for each key.
+    """Convert a report to the JSON object of ``ctxsim estimate --json`` (keys in docs/methodology.md).
 
     ``decode.flops_per_token`` and ``decode.bytes_read_per_token`` are one decode step divided
-    by the batch; FLOPs divide exactly, bytes (shared weight reads) may give a fraction.
+    by the batch. FLOPs divide exactly, but bytes may give a fraction because the batch shares
+    its weight reads.
     """
     workload = report.workload
     out: dict[str, Any] = {

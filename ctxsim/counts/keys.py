@@ -1,8 +1,8 @@
 """Which keys each query attends, summed exactly over the queries and forward passes of a phase.
 
-Positions are 1-based. A prefill computes the tokens ``cached + 1 .. context``; the query at
-position t sees keys 1..t (itself included) before key selection. A decode step at context N is
-the one query at position N. Per key selection, the query at position t attends:
+Positions are 1-based. A prefill computes the tokens ``cached + 1 .. context``. Before key
+selection, the query at position t may attend keys 1..t (itself included). A decode step at
+context N is the one query at position N. Per key selection, the query at position t attends:
 
 - dense: t keys.
 - window W with S sink tokens: min(t, W) + min(S, max(0, t - W)) keys (the sinks are counted when
@@ -38,7 +38,7 @@ class Span:
     """The queries of one sequence in one phase: positions ``cached + 1 .. context``.
 
     They run in ``n_chunks`` forward passes: all but the last hold ``chunk`` queries, the last
-    holds ``last_chunk``. A decode step is the span ``context - 1 .. context``.
+    has ``last_chunk``. A decode step is the span ``context - 1 .. context``.
     """
 
     cached: Number
@@ -158,7 +158,7 @@ def dense_visible_sum(span: Span) -> Number:
 def window_visible_sum(selection: WindowSelection, span: Span) -> Number:
     """Sum over chunks of the keys a banded window kernel loads for the chunk.
 
-    A chunk of L queries ending at e sees keys max(1, e - L + 1 - W + 1) .. e, that is
+    A chunk of L queries ending at e loads keys max(1, e - L + 1 - W + 1) .. e, that is
     min(e, L - 1 + W) keys, plus the sinks that lie before that band.
     """
     w, sinks, c = selection.window, selection.sink_tokens, span.chunk

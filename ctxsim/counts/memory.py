@@ -7,7 +7,7 @@ Components:
 
 Policies:
 - ``need``: what the architecture needs at context N. A window layer of window W and S sink
-  tokens holds min(N, W + S) tokens; every other layer holds N.
+  tokens keeps min(N, W + S) tokens, and every other layer keeps N.
 - ``paged``: what a paged serving engine reserves. Each layer's tokens are rounded up to whole
   pages of ``page_size`` tokens. A window layer keeps the pages from the one holding token
   N - W + 1 (1-based) to the one holding token N, as vLLM v1's SlidingWindowManager frees every
@@ -39,7 +39,7 @@ def check_kv_dtype(spec: ModelSpec, kv_dtype: str) -> None:
 
 
 def window_tokens_needed(selection: WindowSelection, context: Number) -> Number:
-    """Tokens a window layer holds at context N: min(N, W + sinks)."""
+    """Tokens a window layer keeps at context N: min(N, W + sinks)."""
     return minimum(context, selection.window + selection.sink_tokens)
 
 

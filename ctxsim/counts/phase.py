@@ -13,10 +13,10 @@ from ctxsim.spec.dtypes import weight_bytes
 
 @dataclass(slots=True)
 class PhaseRun:
-    """What every op of one phase needs to know: the queries, the batch and the dtypes.
+    """Inputs shared by every op of one phase: the queries, the batch and the dtypes.
 
-    ``rows`` is the number of query tokens in the phase over the whole batch; ``forwards`` is the
-    number of forward passes (prefill chunks), each of which reads every weight once.
+    ``rows`` is the number of query tokens in the phase over the whole batch. ``forwards`` is the
+    number of forward passes (prefill chunks), and each pass reads every weight once.
     """
 
     phase: str
@@ -56,7 +56,7 @@ def gemm_op(
     kv_bytes_written: Number = 0,
     weight_reads: Number | None = None,
 ) -> Op:
-    """A matmul of ``rows`` tokens through ``heads`` weight matrices of d_in x d_out each.
+    """Build the op of a matmul of ``rows`` tokens through ``heads`` matrices of d_in x d_out each.
 
     It reads its weights once per forward pass (``weight_reads`` times) and its input activation,
     and writes its output activation plus ``kv_bytes_written`` of cache. ``in_bytes`` and
@@ -97,12 +97,12 @@ def elementwise_op(
     bytes_read: Number,
     bytes_written: Number,
 ) -> Op:
-    """An op with no weights and no matmul (norms, rope, residual adds, activations, pooling, top-k)."""
+    """Build an op with no weights and no matmul (norms, rope, residual adds, activations, pooling, top-k)."""
     return Op(name, OP_KIND[name], run.phase, count, 0, other_flops, bytes_read, bytes_written, layer_kind)
 
 
 def norm_op(name: str, run: PhaseRun, layer_kind: str | None, count: int, rows: Number) -> Op:
-    """RMSNorm over d_model for ``rows`` tokens.
+    """Build the op of an RMSNorm over d_model for ``rows`` tokens.
 
     NOTE: the norm's own weight (d_model values) is left out of bytes, as it is of parameters.
     """
@@ -112,7 +112,7 @@ def norm_op(name: str, run: PhaseRun, layer_kind: str | None, count: int, rows: 
 
 
 def residual_op(name: str, run: PhaseRun, layer_kind: str | None, count: int) -> Op:
-    """Residual add of the sub-layer output to the stream: reads both, writes the sum."""
+    """Build the residual add of the sub-layer output to the stream: it reads both and writes the sum."""
     elements = run.rows * run.d_model
     act = elements * ACTIVATION_BYTES
     return elementwise_op(name, run, layer_kind, count, RESIDUAL_FLOPS_PER_ELEMENT * elements, 2 * act, act)
