@@ -22,14 +22,14 @@ from ctxsim.spec.variants import selection_pattern, with_kv_heads, with_selectio
 
 log = logging.getLogger(__name__)
 
-# Attention designs offered by the pickers: value -> label.
+# Attention designs offered by the pickers: label (also the URL value) -> Design.kind.
 DESIGNS: dict[str, str] = {
-    "released": "as released",
-    "dense": "dense (full attention)",
-    "window": "sliding window (SWA)",
-    "dsa": "DSA (indexer in every layer)",
-    "indexshare": "IndexShare (DSA, shared indexer)",
-    "msa": "MSA (block top-k)",
+    "as released": "released",
+    "dense": "dense",
+    "SWA": "window",
+    "DSA": "dsa",
+    "IndexShare": "indexshare",
+    "MSA": "msa",
 }
 
 

@@ -132,16 +132,20 @@ def _design_defaults(spec: ModelSpec, kind: str) -> dict[str, int]:
 
 def design_picker(spec: ModelSpec, prefix: str = "", columns: int = 2) -> api.Design:
     """Attention design select box and the number inputs of the chosen design's parameters."""
-    kind = st.selectbox(
+    label = st.selectbox(
         "Attention design",
         list(api.DESIGNS),
-        format_func=api.DESIGNS.get,
         key=f"{prefix}design",
         bind=QP,
         on_change=_reset_design,
         args=(prefix,),
-        help="Key selection of every layer: keep the model's own, or switch to another design.",
+        help=(
+            "Key selection of every layer: keep the model's own, or switch to dense attention, a sliding "
+            "window (SWA), DeepSeek Sparse Attention (DSA, an indexer in every layer), IndexShare (DSA "
+            "with one indexer per F layers) or MiniMax Sparse Attention (MSA, block top-k)."
+        ),
     )
+    kind = api.DESIGNS[label]
     defaults = _design_defaults(spec, kind)
     params = []
     names = DESIGN_PARAMS[kind]
@@ -184,9 +188,9 @@ def _kv_head_picker(spec: ModelSpec, prefix: str) -> int:
 # Workload
 
 
-def kv_dtype_options(spec: ModelSpec) -> list[str]:
-    """KV dtypes the model can use: fp8_ds_mla is the MLA record, so only all-MLA models get it."""
-    all_mla = all(isinstance(layer.attention, MLAAttention) for layer in spec.layer_kinds.values())
+def kv_dtype_options(specs: list[ModelSpec]) -> list[str]:
+    """KV dtypes every model can use: fp8_ds_mla is the MLA record, so only all-MLA models get it."""
+    all_mla = all(isinstance(layer.attention, MLAAttention) for spec in specs for layer in spec.layer_kinds.values())
     return ["model default"] + [d for d in KV_DTYPES if d != "fp8_ds_mla" or all_mla]
 
 
@@ -202,8 +206,11 @@ def context_picker(prefix: str = "", label: str = "Context length N") -> int:
     )
 
 
-def workload_picker(spec: ModelSpec, prefix: str = "") -> dict[str, Any]:
-    """Batch, KV dtype and policy, and sparse execution mode, as Workload keyword arguments."""
+def workload_picker(specs: list[ModelSpec], prefix: str = "") -> dict[str, Any]:
+    """Batch, KV dtype and policy, and sparse execution mode, as Workload keyword arguments.
+
+    The KV dtypes offered are those that all of ``specs`` can use.
+    """
     left, right = st.columns(2)
     batch = left.number_input(
         "batch",
@@ -215,7 +222,7 @@ def workload_picker(spec: ModelSpec, prefix: str = "") -> dict[str, Any]:
         help=field_help(Workload, "batch"),
     )
     kv_dtype = right.selectbox(
-        "kv_dtype", kv_dtype_options(spec), key=f"{prefix}kv_dtype", bind=QP, help=field_help(Workload, "kv_dtype")
+        "kv_dtype", kv_dtype_options(specs), key=f"{prefix}kv_dtype", bind=QP, help=field_help(Workload, "kv_dtype")
     )
     kv_policy = left.selectbox(
         "kv_policy", ["need", "paged"], key=f"{prefix}kv_policy", bind=QP, help=field_help(Workload, "kv_policy")

@@ -42,6 +42,13 @@ DEFAULTS: dict[str, Any] = {
     "topk_blocks": 16,
     "dense_first": 0,
     "dense_every": 0,
+    # Compare: how many designs, and the model of each slot (keys d1_model .. d4_model).
+    "n_designs": 2,
+    "d1_model": "glm-5",
+    "d2_model": "glm-5.2",
+    "d3_model": "deepseek-v3",
+    "d4_model": "deepseek-v3.2",
+    "compare_points": 100,
 }
 
 # Session entries that are not widgets: uploaded files, by slot, as (file name, bytes).

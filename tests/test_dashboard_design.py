@@ -65,7 +65,7 @@ def test_design_page_window_variant():
     at = AppTest.from_file(str(PAGE), default_timeout=60)
     at.run()
     at.get_by_key("model").set_value("llama-3.1-70b")
-    at.get_by_key("design").set_value("window")
+    at.get_by_key("design").set_value("SWA")
     at.run()
     at.get_by_key("window").set_value(8192)
     at.get_by_key("context").set_value(1048576)
@@ -82,7 +82,7 @@ def test_design_page_defaults_from_model():
     at = AppTest.from_file(str(PAGE), default_timeout=60)
     at.run()
     at.get_by_key("model").set_value("glm-5.2")
-    at.get_by_key("design").set_value("indexshare")
+    at.get_by_key("design").set_value("IndexShare")
     at.run()
     # GLM-5.2 config.json: index_topk_freq 4, index_skip_topk_offset 3, indexer 32 heads.
     assert at.get_by_key("index_topk_freq").value == 4
@@ -91,7 +91,7 @@ def test_design_page_defaults_from_model():
 
 
 def test_design_page_impossible_design_shows_error():
-    at = _run(model="glm-5", design="msa")
+    at = _run(model="glm-5", design="MSA")
     assert not at.exception
     assert any("needs GQA attention" in e.value for e in at.error)
     assert not at.metric

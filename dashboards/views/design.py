@@ -23,7 +23,7 @@ with export.stop_on_bad_input():
         base = inputs.model_picker()
         design = inputs.design_picker(base)
         context = inputs.context_picker()
-        workload_args = inputs.workload_picker(base)
+        workload_args = inputs.workload_picker([base])
         points = st.slider(
             "sweep points", min_value=20, max_value=400, value=default("points"), step=10, key="points", bind="query-params",
             help="Contexts in the sweep, spaced evenly on the log axis.",
