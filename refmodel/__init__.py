@@ -12,7 +12,8 @@ G KV heads (groups), D head width, K selected keys per query.
 """
 
 from refmodel.build import build_model, scale_spec
+from refmodel.compare import compare_reports
 from refmodel.harness import count_workload
 from refmodel.model import RefModel
 
-__all__ = ["RefModel", "build_model", "count_workload", "scale_spec"]
+__all__ = ["RefModel", "build_model", "compare_reports", "count_workload", "scale_spec"]
