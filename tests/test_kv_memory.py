@@ -162,16 +162,30 @@ def test_paged_rounds_to_pages():
     assert kv.bytes_per_sequence == 2 * 64 * 32 * 8 * 128 * 2 * 2  # 2 pages of 64 tokens
 
 
-def test_paged_window_drops_pages_before_window():
+def test_paged_window_charges_window_span():
     spec = ctxsim.load_model("gemma-3-1b")
-    # N = 32768: token N - 512 + 1 = 32257 is in page 504 (0-based); pages 504..511 are kept.
+    # 512 consecutive tokens span at most ceil(511 / 64) + 1 = 9 pages of 64 (when unaligned).
     kv = kv_memory(spec, 32_768, "bf16", policy="paged", page_size=64)
-    assert kv.by_component["window"] == 22 * (512 - 504) * 64 * 1024
+    assert kv.by_component["window"] == 22 * 9 * 64 * 1024
 
 
-def test_paged_window_keeps_partial_first_page():
+def test_paged_window_matches_held_pages():
+    # Brute force: pages held at position t after freeing the pages wholly before the window,
+    # maximised over t <= N, for a 1-layer window 100 model with 64-token pages.
+    spec = gqa_model("win", 1, 1024, 8, 2, 64, 4096, 32000, {"kind": "window", "window": 100})
+    record = 2 * 2 * 64 * 2
+
+    def held(t):
+        return -(-t // 64) - max(0, t - 100) // 64
+
+    for n in (50, 100, 128, 129, 164, 165, 1000):
+        expected = max(held(t) for t in range(1, n + 1)) * 64 * record
+        assert kv_memory(spec, n, "bf16", policy="paged", page_size=64).bytes_per_sequence == expected, n
+
+
+def test_paged_window_below_span_is_full():
     spec = ctxsim.load_model("gemma-3-1b")
-    # N = 600: 10 pages in all; token 89 (0-based 88) is in page 1, so 9 pages are kept.
+    # N = 600: 10 pages in all, more than the 9 a 512-token window can span.
     kv = kv_memory(spec, 600, "bf16", policy="paged", page_size=64)
     assert kv.by_component["window"] == 22 * 9 * 64 * 1024
 
@@ -184,10 +198,9 @@ def test_paged_window_below_window_is_like_full():
 
 def test_paged_sink_pages_are_kept():
     spec = gqa_model("sinky", 1, 1024, 8, 2, 64, 4096, 32000, {"kind": "window", "window": 100, "sink_tokens": 4})
-    # N = 1000, page 64: pages 0..15; token 901 (0-based 900) is in page 14, so pages 14, 15 and
-    # the sink page 0 are kept.
+    # N = 1000, page 64: the window spans at most ceil(99 / 64) + 1 = 3 pages, plus 1 sink page.
     kv = kv_memory(spec, 1000, "bf16", policy="paged", page_size=64)
-    assert kv.by_component["window"] == 3 * 64 * 2 * 2 * 64 * 2
+    assert kv.by_component["window"] == 4 * 64 * 2 * 2 * 64 * 2
 
 
 def test_per_device_is_batch_times_sequence():

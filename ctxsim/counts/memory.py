@@ -9,15 +9,16 @@ Policies:
 - ``need``: what the architecture needs at context N. A window layer of window W and S sink
   tokens keeps min(N, W + S) tokens, and every other layer keeps N.
 - ``paged``: what a paged serving engine reserves. Each layer's tokens are rounded up to whole
-  pages of ``page_size`` tokens. A window layer keeps the pages from the one holding token
-  N - W + 1 (1-based) to the one holding token N, as vLLM v1's SlidingWindowManager frees every
-  block that lies wholly before the window (``remove_skipped_blocks``); before the window fills
-  it is charged like a full layer. Sink tokens keep their own pages.
+  pages of ``page_size`` tokens. A window layer is charged the most pages it holds at any point
+  up to context N. vLLM v1's SlidingWindowManager frees every block that lies wholly before the
+  window (``remove_skipped_blocks``), so the layer holds the pages from the one with token
+  t - W + 1 to the one with token t. W consecutive tokens span at most ceil((W - 1) / p) + 1
+  pages, and sink tokens keep their own pages; below that the layer is charged like a full one.
 """
 
 from __future__ import annotations
 
-from ctxsim.counts.arith import ceil_div, maximum, minimum
+from ctxsim.counts.arith import ceil_div, minimum
 from ctxsim.counts.report import KVMemory, Number
 from ctxsim.spec.errors import SpecError
 from ctxsim.spec.layers import GQAAttention, WindowSelection
@@ -44,12 +45,14 @@ def window_tokens_needed(selection: WindowSelection, context: Number) -> Number:
 
 
 def window_tokens_paged(selection: WindowSelection, context: Number, page_size: int) -> Number:
-    """Tokens of the pages a paged engine keeps for a window layer at context N."""
-    pages_total = ceil_div(context, page_size)
-    first_needed = maximum(context - selection.window, 0)  # 0-based index of token N - W + 1
-    pages_dropped = first_needed // page_size
-    sink_pages = minimum(ceil_div(selection.sink_tokens, page_size), pages_dropped)
-    return (pages_total - pages_dropped + sink_pages) * page_size
+    """Tokens of the most pages a paged engine holds for a window layer up to context N.
+
+    At position t the layer holds ceil(t/p) - floor(max(0, t - W)/p) pages plus the sink pages
+    it dropped; the maximum over t <= N is min(ceil(N/p), ceil((W - 1)/p) + 1 + ceil(S/p)).
+    """
+    span_pages = ceil_div(selection.window - 1, page_size) + 1
+    sink_pages = ceil_div(selection.sink_tokens, page_size)
+    return minimum(ceil_div(context, page_size), span_pages + sink_pages) * page_size
 
 
 def kv_memory(
