@@ -76,6 +76,8 @@ def uploaded_model(file_name: str, data: bytes) -> ModelSpec:
         path.write_bytes(data)
         try:
             return ctxsim.load_model(path)
+        except SpecError as err:
+            raise SpecError(str(err).replace(str(path), f"upload {file_name}")) from None
         except UnicodeDecodeError:
             raise SpecError(f"upload {file_name}: the file is not UTF-8 text; upload a config.json or a .yaml spec") from None
         except (KeyError, TypeError, AttributeError) as err:
@@ -112,9 +114,9 @@ def sweep_contexts(points: int, low: int, high: int) -> np.ndarray:
 
 
 @st.cache_data(show_spinner=False)
-def point(spec: ModelSpec, workload: Workload) -> ctxsim.CostReport:
-    """``ctxsim.estimate`` at one context: exact integer counts."""
-    return ctxsim.estimate(spec, workload)
+def point(spec: ModelSpec, workload: Workload, plan: ctxsim.ParallelPlan | None = None) -> ctxsim.CostReport:
+    """Run ``ctxsim.estimate`` at one context: exact integer counts, per device under ``plan``."""
+    return ctxsim.estimate(spec, workload, plan)
 
 
 def per_token(report: ctxsim.CostReport) -> dict[str, object]:
@@ -164,3 +166,72 @@ def sweep(spec: ModelSpec, workload: Workload, contexts: tuple[int, ...]) -> tup
                 )
             )
     return wide, pd.concat(frames, ignore_index=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Hardware and time
+
+
+@st.cache_data(show_spinner=False)
+def hardware(name: str) -> ctxsim.HardwareProfile:
+    return ctxsim.load_hardware(name)
+
+
+@st.cache_data(show_spinner=False)
+def uploaded_hardware(file_name: str, data: bytes) -> ctxsim.HardwareProfile:
+    """Load an uploaded hardware profile YAML through ``ctxsim.load_hardware``; raises SpecError."""
+    suffix = Path(file_name).suffix.lower()
+    if suffix not in (".yaml", ".yml"):
+        raise SpecError(f"upload {file_name}: unsupported file type '{suffix}'; upload a hardware profile .yaml")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"profile{suffix}"
+        path.write_bytes(data)
+        try:
+            return ctxsim.load_hardware(path)
+        except SpecError as err:
+            raise SpecError(str(err).replace(str(path), f"upload {file_name}")) from None
+        except UnicodeDecodeError:
+            raise SpecError(f"upload {file_name}: the file is not UTF-8 text; upload a hardware profile .yaml") from None
+
+
+@st.cache_data(show_spinner=False)
+def deployment(
+    spec: ModelSpec,
+    workload: Workload,
+    plan: ctxsim.ParallelPlan,
+    profile: ctxsim.HardwareProfile,
+    memory_fraction: float,
+    overlap: float,
+) -> tuple[ctxsim.CostReport, object, ctxsim.TimeReport, int]:
+    """Counts, device memory, times and the longest context that fits, for one deployment.
+
+    Returns the CostReport, the ``ctxsim.capacity_from_report`` Capacity, the TimeReport, and
+    ``ctxsim.max_context_for`` at a concurrency of the workload's batch.
+    """
+    report = ctxsim.estimate(spec, workload, plan)
+    capacity = ctxsim.capacity_from_report(report, profile, memory_fraction=memory_fraction)
+    times = ctxsim.estimate_time(report, profile, overlap=overlap, model=spec)
+    longest = ctxsim.max_context_for(spec, workload, profile, concurrency=workload.batch, memory_fraction=memory_fraction)
+    return report, capacity, times, longest
+
+
+@st.cache_data(show_spinner=False)
+def time_sweep(
+    spec: ModelSpec,
+    workload: Workload,
+    plan: ctxsim.ParallelPlan,
+    profile: ctxsim.HardwareProfile,
+    overlap: float,
+    contexts: tuple[int, ...],
+) -> pd.DataFrame:
+    """TTFT, TPOT and decode tokens/s at each context (one estimate per context).
+
+    NOTE: this runs one single-context estimate per point, because ``ctxsim.estimate_time`` does
+    not yet accept the array reports of a vectorised ``ctxsim.estimate``.
+    """
+    rows = []
+    for context in contexts:
+        report = ctxsim.estimate(spec, workload.model_copy(update={"context": int(context)}), plan)
+        times = ctxsim.estimate_time(report, profile, overlap=overlap, model=spec)
+        rows.append({"context": int(context), "ttft_s": times.ttft_s, "tpot_s": times.tpot_s, "tokens_per_s": times.tokens_per_s})
+    return pd.DataFrame(rows)

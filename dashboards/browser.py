@@ -32,6 +32,8 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+# Viewport height of the screenshots, in CSS pixels.
+SCREENSHOT_HEIGHT = 2000
 # URL path of each page (the first page is served at the root) and its screenshot name.
 PAGES = {"": "design", "compare": "compare", "deploy": "deploy", "calibration": "calibration"}
 
@@ -110,7 +112,10 @@ def take_screenshots(out_dir: Path) -> list[Path]:
             page.goto(f"{base}/{url_path}")
             wait_for_page(page)
             path = out_dir / f"dashboard-{name}.png"
-            page.screenshot(path=str(path), full_page=True)
+            # The main area scrolls inside the app, so a tall viewport is what captures the charts.
+            page.set_viewport_size({"width": 1400, "height": SCREENSHOT_HEIGHT})
+            wait_for_page(page)
+            page.screenshot(path=str(path))
             log.info("saved %s", path)
             saved.append(path)
     return saved

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
@@ -21,7 +22,8 @@ DECADES = [1e3, 1e4, 1e5, 1e6, 1e7]
 
 @dataclass(frozen=True)
 class Marker:
-    """A vertical line at ``x`` with a label (the chosen context, a crossover)."""
+    """A line at ``x`` with a label: vertical on a line chart (the chosen context, a crossover),
+    horizontal on a bar chart (a memory limit)."""
 
     x: float
     label: str
@@ -30,7 +32,10 @@ class Marker:
 
 @dataclass
 class LineChart:
-    """Lines of ``y`` against ``x``, one per value of ``color``, on log axes by default."""
+    """Lines of ``y`` against ``x``, one per value of ``color``, on log axes by default.
+
+    ``x_ticks`` defaults to the decades of a context axis (1K to 10M); None lets Vega-Lite pick.
+    """
 
     data: pd.DataFrame
     x: str
@@ -42,11 +47,14 @@ class LineChart:
     log_x: bool = True
     log_y: bool = True
     markers: list[Marker] = field(default_factory=list)
+    x_ticks: list[float] | None = field(default_factory=lambda: list(DECADES))
 
     def vega(self) -> dict:
         x_scale = {"type": "log"} if self.log_x else {}
         y_scale = {"type": "log"} if self.log_y else {"zero": False}
-        x_axis = {"format": "~s", "values": DECADES} if self.log_x else {"format": "~s"}
+        x_axis = {"format": "~s"}
+        if self.x_ticks:
+            x_axis["values"] = self.x_ticks
         lines = {
             "mark": {"type": "line", "tooltip": True},
             "encoding": {
@@ -87,8 +95,12 @@ class LineChart:
 
 
 @dataclass
-class StackedBar:
-    """Bars of ``y`` for each ``x``, stacked by ``color`` (the per-op breakdown)."""
+class BarChart:
+    """Bars of ``y`` for each ``x``, one per ``color``, with optional horizontal limit lines.
+
+    Stacked for the per-op breakdown and for device memory against its capacity (``limits``);
+    side by side with ``stacked=False`` (efficiencies per op kind).
+    """
 
     data: pd.DataFrame
     x: str
@@ -96,10 +108,11 @@ class StackedBar:
     color: str
     title: str
     y_title: str
+    limits: list[Marker] = field(default_factory=list)
+    stacked: bool = True
 
     def vega(self) -> dict:
-        return {
-            "title": self.title,
+        bars = {
             "mark": {"type": "bar", "tooltip": True},
             "encoding": {
                 "x": {"field": self.x, "type": "nominal", "title": None, "sort": None},
@@ -107,23 +120,44 @@ class StackedBar:
                     "field": self.y,
                     "type": "quantitative",
                     "title": self.y_title,
-                    "stack": "zero",
+                    "stack": "zero" if self.stacked else None,
                     "axis": {"format": "~s"},
                 },
                 "color": {"field": self.color, "type": "nominal", "title": None},
             },
-            "height": 320,
         }
+        if not self.stacked:
+            bars["encoding"]["xOffset"] = {"field": self.color, "type": "nominal"}
+        layers = [bars]
+        if self.limits:
+            values = [{"y": m.x, "label": m.label} for m in self.limits]
+            layers.append(
+                {
+                    "data": {"values": values},
+                    "mark": {"type": "rule", "strokeDash": [4, 3], "color": "firebrick"},
+                    "encoding": {"y": {"field": "y", "type": "quantitative"}, "tooltip": [{"field": "label"}]},
+                }
+            )
+        return {"title": self.title, "layer": layers, "height": 320}
 
     def png(self) -> bytes:
         fig = Figure(figsize=(7, 4), dpi=120)
         ax = fig.add_subplot()
         table = self.data.pivot_table(index=self.x, columns=self.color, values=self.y, aggfunc="sum", sort=False)
-        bottom = pd.Series(0.0, index=table.index)
-        for column in table.columns:
-            values = table[column].fillna(0.0)
-            ax.bar([str(i) for i in table.index], values, bottom=bottom, label=str(column))
-            bottom = bottom + values
+        positions = np.arange(len(table.index), dtype=float)
+        width = 0.8 if self.stacked else 0.8 / max(len(table.columns), 1)
+        bottom = np.zeros(len(table.index))
+        for i, column in enumerate(table.columns):
+            values = table[column].fillna(0.0).to_numpy()
+            if self.stacked:
+                ax.bar(positions, values, width, bottom=bottom, label=str(column))
+                bottom = bottom + values
+            else:
+                ax.bar(positions - 0.4 + width * (i + 0.5), values, width, label=str(column))
+        ax.set_xticks(positions, [str(i) for i in table.index])
+        for limit in self.limits:
+            ax.axhline(limit.x, color="firebrick", linestyle="--", linewidth=0.8)
+            ax.annotate(limit.label, (0, limit.x), xycoords=("axes fraction", "data"), fontsize="x-small", va="bottom")
         ax.set_ylabel(self.y_title)
         ax.set_title(self.title)
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))

@@ -49,6 +49,21 @@ DEFAULTS: dict[str, Any] = {
     "d3_model": "deepseek-v3",
     "d4_model": "deepseek-v3.2",
     "compare_points": 100,
+    # Deployment sizing.
+    "s_model": "llama-3.1-8b",
+    "hardware": "h200",
+    "gpus": 1,
+    "tp": 1,
+    "pp": 1,
+    "ep": 1,
+    "dp": 1,
+    "cp": 1,
+    "chunk_size": 0,
+    "memory_fraction": 0.9,
+    "overlap": 0.0,
+    "time_points": 40,
+    # Calibration.
+    "profile": "h200",
 }
 
 # Session entries that are not widgets: uploaded files, by slot, as (file name, bytes).

@@ -8,7 +8,7 @@ import yaml
 pytest.importorskip("streamlit")
 
 from dashboards import analysis  # noqa: E402
-from dashboards.charts import LineChart, Marker, StackedBar  # noqa: E402
+from dashboards.charts import LineChart, Marker, BarChart  # noqa: E402
 from dashboards.export import to_yaml  # noqa: E402
 from dashboards.inputs import format_tokens  # noqa: E402
 
@@ -78,7 +78,7 @@ def test_line_chart_png():
 
 def test_stacked_bar_png():
     data = pd.DataFrame({"phase": ["prefill", "prefill", "decode"], "op": ["a", "b", "a"], "v": [1.0, 2.0, 3.0]})
-    assert StackedBar(data, "phase", "v", "op", "t", "FLOPs").png().startswith(PNG_MAGIC)
+    assert BarChart(data, "phase", "v", "op", "t", "FLOPs").png().startswith(PNG_MAGIC)
 
 
 def test_yaml_round_trip():
@@ -89,3 +89,10 @@ def test_yaml_round_trip():
 @pytest.mark.parametrize("n, text", [(1024, "1K"), (131072, "128K"), (2**23, "8M"), (10_000_000, "10,000,000"), (1000, "1,000")])
 def test_format_tokens(n, text):
     assert format_tokens(n) == text
+
+
+def test_grouped_bar_png():
+    data = pd.DataFrame({"kind": ["gemm", "gemm"], "which": ["compute", "memory"], "v": [0.8, 0.7]})
+    chart = BarChart(data, "kind", "v", "which", "t", "fraction", stacked=False)
+    assert chart.png().startswith(PNG_MAGIC)
+    assert chart.vega()["layer"][0]["encoding"]["xOffset"] == {"field": "which", "type": "nominal"}

@@ -1,9 +1,110 @@
-"""Placeholder until the page is written."""
+"""Calibration: what a hardware profile contains, its efficiencies per op kind, and their roofline."""
 
+import numpy as np
+import pandas as pd
 import streamlit as st
 
-from dashboards.state import init_session
+import ctxsim
+from ctxsim.cli.common import human_bytes, human_count, human_seconds
+from ctxsim.spec.hardware import COMPUTE_KINDS, HardwareProfile
+
+from dashboards import export
+from dashboards.api import hardware, uploaded_hardware
+from dashboards.charts import BarChart, LineChart
+from dashboards.state import default, field_help, init_session
+
+# Arithmetic intensities of the roofline chart, in FLOPs per byte.
+INTENSITIES = np.geomspace(0.1, 1e4, 120)
 
 init_session()
-st.title("calibration")
-st.info("This page is not written yet.")
+st.title("Calibration")
+st.caption(
+    "A hardware profile's peaks and efficiency factors. Shipped profiles hold datasheet priors; a calibrated "
+    "profile holds factors fitted to measurements on a named device."
+)
+
+with export.stop_on_bad_input():
+    with st.sidebar:
+        names = ctxsim.hardware_names()
+        name = st.selectbox(
+            "profile", names, index=names.index(default("profile")), key="profile", bind="query-params",
+            help="A shipped hardware profile.",
+        )
+        upload = st.file_uploader(
+            "or load a profile YAML (for example a calibrated one)", key="profile_upload",
+            help="A hardware profile YAML; it replaces the shipped profile while uploaded.",
+        )
+    profile: HardwareProfile = uploaded_hardware(upload.name, upload.getvalue()) if upload is not None else hardware(name)
+
+provenance = profile.provenance
+st.subheader(f"{profile.name}: {profile.description}")
+st.caption(
+    f"{provenance.kind} of {provenance.date}"
+    + (f" on {provenance.device}" if provenance.device else "")
+    + f"; confidence {profile.confidence}"
+    + (f" ({profile.confidence_note})" if profile.confidence_note else "")
+)
+
+columns = st.columns(4)
+columns[0].metric("bf16 peak", human_count(profile.peak_flops["bf16"], "FLOP/s"), help=field_help(HardwareProfile, "peak_flops"))
+columns[1].metric("memory", human_bytes(profile.memory_bytes), help=field_help(HardwareProfile, "memory_bytes"))
+columns[2].metric(
+    "memory bandwidth", human_count(profile.memory_bandwidth_bytes_per_s, "B/s"),
+    help=field_help(HardwareProfile, "memory_bandwidth_bytes_per_s"),
+)
+columns[3].metric("launch overhead", human_seconds(profile.launch_overhead_s), help=field_help(HardwareProfile, "launch_overhead_s"))
+
+# Efficiency per op kind, and what it means: the attainable FLOP/s of each kind (bf16 roofline).
+efficiency = pd.DataFrame(
+    [
+        {
+            "kind": kind,
+            "compute": profile.efficiency.of(kind).compute,
+            "memory": profile.efficiency.of(kind).memory,
+            "ridge_flops_per_byte": profile.ridge_point("bf16", kind),
+            "source": profile.efficiency.of(kind).source,
+        }
+        for kind in COMPUTE_KINDS
+    ]
+)
+left, right = st.columns(2)
+with left:
+    bars = efficiency.melt(id_vars="kind", value_vars=["compute", "memory"], var_name="fraction of", value_name="efficiency")
+    export.chart(
+        BarChart(bars, "kind", "efficiency", "fraction of", "Efficiency per op kind", "fraction of peak", stacked=False),
+        f"{profile.name}-efficiency", "efficiency",
+    )
+with right:
+    rows = []
+    for kind in COMPUTE_KINDS:
+        eff = profile.efficiency.of(kind)
+        compute = profile.peak_flops_for("bf16") * eff.compute
+        bandwidth = profile.memory_bandwidth_bytes_per_s * eff.memory
+        rows.append(pd.DataFrame({"intensity": INTENSITIES, "kind": kind, "flops_per_s": np.minimum(compute, INTENSITIES * bandwidth)}))
+    roofline = pd.concat(rows, ignore_index=True)
+    export.chart(
+        LineChart(roofline, "intensity", "flops_per_s", "kind", "Attainable bf16 FLOP/s per op kind", "FLOPs per byte", "FLOP/s", x_ticks=None),
+        f"{profile.name}-roofline", "roofline",
+    )
+export.table(efficiency, f"{profile.name}-efficiency", "efficiency_table", caption="Ridge point: FLOPs per byte above which the kind is compute-bound.")
+
+st.subheader("Predicted against measured")
+if provenance.kind == "calibration":
+    st.info(
+        f"Calibrated on {provenance.device} ({', '.join(f'{k} {v}' for k, v in provenance.software.items())}). "
+        "The per-case predicted and measured times are shown here once calibrated profiles carry them."
+    )
+else:
+    st.info("This profile holds datasheet priors, not a calibration run: there are no measurements to compare.")
+
+st.subheader("Peaks, memory and links")
+peaks = pd.DataFrame({"dtype": list(profile.peak_flops), "peak_flops_per_s": list(profile.peak_flops.values())})
+export.table(peaks, f"{profile.name}-peaks", "peaks")
+links = [{"domain": "scale_up", **profile.scale_up.model_dump(exclude={"in_switch_reduction"})}]
+if profile.scale_out is not None:
+    links.append({"domain": "scale_out", **profile.scale_out.model_dump()})
+export.table(pd.DataFrame(links), f"{profile.name}-links", "links")
+sources = pd.DataFrame({"number": list(profile.sources), "source": list(profile.sources.values())})
+export.table(sources, f"{profile.name}-sources", "sources")
+
+export.yaml_block("Hardware profile (YAML)", profile.model_dump(mode="json"), profile.name, "profile_yaml")

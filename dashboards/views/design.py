@@ -7,7 +7,7 @@ from ctxsim.cli.common import human_bytes, human_count
 from ctxsim.spec import Workload
 
 from dashboards import analysis, api, export, inputs
-from dashboards.charts import LineChart, Marker, StackedBar
+from dashboards.charts import LineChart, Marker, BarChart
 from dashboards.state import SWEEP_MAX_TOKENS, SWEEP_MIN_TOKENS, default, init_session
 
 init_session()
@@ -99,7 +99,7 @@ for phase, tokens in (("prefill", workload.batch * context), ("decode", workload
 breakdown = analysis.group_small(pd.DataFrame(point_rows), "phase", "op", "per_token")
 unit = "FLOPs" if quantity == "flops" else "bytes"
 export.chart(
-    StackedBar(breakdown, "phase", "per_token", "op", f"{unit} per token by op at N = {inputs.format_tokens(context)}", unit),
+    BarChart(breakdown, "phase", "per_token", "op", f"{unit} per token by op at N = {inputs.format_tokens(context)}", unit),
     f"{spec.name}-breakdown-{quantity}", "breakdown",
 )
 

@@ -1,0 +1,71 @@
+"""Calibration page: it shows what a hardware profile contains, from a shipped name or an upload."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytest.importorskip("streamlit")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+import ctxsim  # noqa: E402
+
+PAGE = Path(__file__).resolve().parents[1] / "dashboards" / "views" / "calibration.py"
+
+
+def _efficiency(at: AppTest):
+    tables = [d.value for d in at.dataframe if "ridge_flops_per_byte" in d.value.columns]
+    assert len(tables) == 1
+    return tables[0].set_index("kind")
+
+
+def _run_upload(name: str, content: bytes) -> AppTest:
+    at = AppTest.from_file(str(PAGE), default_timeout=60)
+    at.run()
+    at.get_by_key("profile_upload").upload(name, content)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_calibration_h200_efficiency():
+    at = AppTest.from_file(str(PAGE), default_timeout=60)
+    at.run()
+    assert not at.exception, at.exception
+    table = _efficiency(at)
+    profile = ctxsim.load_hardware("h200")
+    assert table.loc["gemm", "compute"] == profile.efficiency.gemm.compute
+    assert table.loc["gather", "memory"] == profile.efficiency.gather.memory
+    # Ridge of gemm on the H200 profile: 989.4e12 x 0.8 / (4.8e12 x 0.8) = 206.125 FLOPs per byte.
+    assert table.loc["gemm", "ridge_flops_per_byte"] == pytest.approx(989.4e12 * 0.8 / (4.8e12 * 0.8))
+
+
+def test_calibration_other_profile():
+    at = AppTest.from_file(str(PAGE), default_timeout=60)
+    at.run()
+    at.get_by_key("profile").set_value("mi300x")
+    at.run()
+    assert not at.exception, at.exception
+    profile = ctxsim.load_hardware("mi300x")
+    assert _efficiency(at).loc["attention", "compute"] == profile.efficiency.attention.compute
+    assert any(h.value.startswith("mi300x") for h in at.subheader)
+
+
+def test_calibration_calibrated_upload():
+    data = ctxsim.load_hardware("h200").model_dump(mode="json")
+    data["name"] = "h200-calibrated"
+    data["efficiency"]["gemm"]["compute"] = 0.71
+    data["provenance"] = {"kind": "calibration", "date": "2026-12-04", "device": "NVIDIA H200", "software": {"torch": "2.13.0"}}
+    at = _run_upload("h200-calibrated.yaml", yaml.safe_dump(data).encode())
+    assert _efficiency(at).loc["gemm", "compute"] == 0.71
+    assert any("Calibrated on NVIDIA H200" in i.value for i in at.info)
+
+
+@pytest.mark.parametrize(
+    "name, content",
+    [("x.yaml", b"name: X\n"), ("x.yaml", b"- a list\n"), ("x.yaml", b"name: [\n"), ("x.json", b"{}")],
+)
+def test_calibration_invalid_upload(name, content):
+    at = _run_upload(name, content)
+    assert any(f"upload {name}" in e.value for e in at.error)
+    assert not at.metric
