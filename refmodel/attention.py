@@ -87,7 +87,8 @@ class SelectionPlan:
             picked = self.module.indexer.select(counter, self.index_chunk, tile, q_pos)
             slots = self.module.indexer.block_slots(picked, q_pos)
         if not self.gathers:
-            return TileSelection(mask=slots_to_mask(slots, k_pos.numel()) & causal_mask(q_pos, k_pos)[None, None])
+            visible = causal_mask(q_pos, k_pos)[None, None]
+            return TileSelection(mask=slots_to_mask(slots, k_pos.numel()) & visible, computed=visible)
         # The gathering core reads the int32 index of every selected key (DSA) or block (MSA).
         with counter.op("attn.core"):
             if counter.enabled:

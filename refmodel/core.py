@@ -1,8 +1,9 @@
 """The attention core, softmax(Q K^T * scale) V, over masked or gathered keys.
 
 Query head h uses KV group h // (H / G), as GQA does. The core runs one tile of queries at a time
-and is charged per (query, head, key) pair the selection keeps: 2 (D + Dv) matmul FLOPs and
-SOFTMAX_FLOPS_PER_SCORE other FLOPs each. A learned sink adds one logit per (query, head) to the
+and is charged per (query, head, key) pair it computes: 2 (D + Dv) matmul FLOPs and
+SOFTMAX_FLOPS_PER_SCORE other FLOPs each. That is the pairs the selection keeps, except in
+masked execution, where every causally visible pair is computed and the unselected ones masked. A learned sink adds one logit per (query, head) to the
 softmax, charged as one more score.
 """
 
@@ -50,7 +51,8 @@ def attend(
         scores = scores.masked_fill(~mask, float("-inf"))
         probs = _softmax_with_sinks(scores, head_sinks)
         out = torch.einsum("bgrcs,bgse->bgrce", probs, vg)
-        valid = selection.mask.expand(batch, groups, n_q, -1)
+        computed = selection.mask if selection.computed is None else selection.computed
+        valid = computed.expand(batch, groups, n_q, -1)
     else:
         slots = selection.slots.expand(batch, groups, n_q, -1)  # [B, G, c, K]
         n_sel = slots.shape[-1]

@@ -27,8 +27,16 @@ from refmodel.model import RefModel
 
 
 def sample_tokens(model: RefModel, batch: int, context: int, seed: int = 0) -> torch.Tensor:
+    """Random token ids ``[batch, context]``, distinct within a sequence while the vocabulary allows.
+
+    Repeated tokens give identical first-layer index keys (the indexers have no position
+    information), so their index scores tie exactly and top-k may break the tie either way.
+    """
     generator = torch.Generator().manual_seed(seed)
-    return torch.randint(0, model.spec.vocab_size, (batch, context), generator=generator)
+    vocab = model.spec.vocab_size
+    if context > vocab:
+        return torch.randint(0, vocab, (batch, context), generator=generator)
+    return torch.stack([torch.randperm(vocab, generator=generator)[:context] for _ in range(batch)])
 
 
 def run_span(

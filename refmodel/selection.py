@@ -43,10 +43,13 @@ class TileSelection:
 
     ``mask`` is ``[B|1, G|1, c, S]`` over the cache view; ``slots`` is ``[B, G|1, c, K]`` indices
     into the view with -1 for an empty slot. G is 1 when all KV groups share the selection.
+    ``computed`` is the mask of the scores the kernel computes when that is more than it keeps:
+    in masked execution every causally visible score is computed and the rest masked out.
     """
 
     mask: torch.Tensor | None = None
     slots: torch.Tensor | None = None
+    computed: torch.Tensor | None = None
 
     def as_mask(self, n_keys: int) -> torch.Tensor:
         if self.mask is not None:
@@ -79,11 +82,20 @@ def slots_to_mask(slots: torch.Tensor, n_keys: int) -> torch.Tensor:
 def _topk_slots(scores: torch.Tensor, k: int) -> torch.Tensor:
     """Indices of the top ``k`` scores along the last dim; -1 where fewer than k are above -inf.
 
-    Forced picks carry +inf, invisible candidates -inf.
+    Forced picks carry +inf and invisible candidates -inf. Among equal scores the most recent
+    candidate (highest index) wins, so a selection does not depend on how queries are batched.
+    Ties are common: a DSA key whose ReLU terms are all zero scores exactly 0.
     """
     k = min(k, scores.shape[-1])
-    values, slots = torch.topk(scores, k, dim=-1)
-    return torch.where(values > float("-inf"), slots, -1)
+    kth = torch.topk(scores, k, dim=-1).values[..., -1:]
+    above = scores > kth
+    tied = scores == kth
+    # Fill the remaining places with the latest tied candidates.
+    room = k - above.sum(dim=-1, keepdim=True)
+    latest_first = tied.flip(-1).cumsum(dim=-1).flip(-1)
+    chosen = (above | (tied & (latest_first <= room))) & (scores > float("-inf"))
+    flags, slots = torch.topk(chosen.to(torch.int8), k, dim=-1)
+    return torch.where(flags > 0, slots, -1)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -100,6 +100,8 @@ def _check_fits(spec: ModelSpec) -> None:
 
 def verify_one(spec: ModelSpec, workload: Workload, scale: str, seed: int) -> dict:
     """Build, run and compare one model; returns a JSON-ready result."""
+    import torch
+
     from ctxsim.counts import estimate
     from refmodel.build import scale_spec
     from refmodel.compare import compare_reports, mismatches
@@ -109,11 +111,19 @@ def verify_one(spec: ModelSpec, workload: Workload, scale: str, seed: int) -> di
     run_spec = scale_spec(spec, scale)
     if scale == "full":
         _check_fits(run_spec)
-    start = time.perf_counter()
-    analytic = estimate(run_spec, workload)
-    model = RefModel(run_spec, seed=seed)
-    counted = count_workload(model, workload, seed=seed)
-    rows = compare_reports(analytic, counted, run_spec)
+    # Small-scale matrices are tiny: a second intra-op thread only adds synchronisation, which
+    # costs far more than the work when other processes share the cores.
+    threads = torch.get_num_threads()
+    if scale == "small":
+        torch.set_num_threads(1)
+    try:
+        start = time.perf_counter()
+        analytic = estimate(run_spec, workload)
+        model = RefModel(run_spec, seed=seed)
+        counted = count_workload(model, workload, seed=seed)
+        rows = compare_reports(analytic, counted, run_spec)
+    finally:
+        torch.set_num_threads(threads)
     return {
         "model": spec.name,
         "scale": scale,
