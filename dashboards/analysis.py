@@ -47,15 +47,12 @@ def ratios(wide: pd.DataFrame, baseline: str, columns: list[str]) -> pd.DataFram
     ``wide`` has a ``design`` column plus ``context`` and ``columns``; the result is long:
     context, design, quantity, ratio.
     """
-    base = wide[wide["design"] == baseline].set_index("context")[columns]
-    rows = []
-    for design, group in wide.groupby("design", sort=False):
-        mine = group.set_index("context")[columns]
-        ratio = mine / base.reindex(mine.index)
-        long = ratio.reset_index().melt(id_vars="context", var_name="quantity", value_name="ratio")
-        long.insert(1, "design", design)
-        rows.append(long)
-    return pd.concat(rows, ignore_index=True)
+    base = wide.loc[wide["design"] == baseline, ["context", *columns]].set_index("context")
+    aligned = base.reindex(wide["context"]).to_numpy()
+    ratio = pd.DataFrame(wide[columns].to_numpy() / aligned, columns=columns)
+    ratio.insert(0, "design", wide["design"].to_numpy())
+    ratio.insert(0, "context", wide["context"].to_numpy())
+    return ratio.melt(id_vars=["context", "design"], var_name="quantity", value_name="ratio")
 
 
 def group_small(frame: pd.DataFrame, group: str, item: str, value: str, min_share: float = 0.02) -> pd.DataFrame:

@@ -17,6 +17,7 @@ import pandas as pd
 import streamlit as st
 
 import ctxsim
+from dashboards.export import to_yaml
 from ctxsim.spec import ModelSpec, SpecError, Workload
 from ctxsim.spec.variants import selection_pattern, with_kv_heads, with_selection
 
@@ -136,9 +137,19 @@ def per_token(report: ctxsim.CostReport) -> dict[str, object]:
     }
 
 
+def sweep_workload(workload: Workload) -> Workload:
+    """``workload`` with its context set to 1, so that sweeps stay cached while the context moves.
+
+    A sweep replaces the context anyway; this keeps the cache key free of it.
+    """
+    if workload.cached_context:
+        return workload
+    return workload.model_copy(update={"context": 1})
+
+
 @st.cache_data(show_spinner=False)
 def sweep(spec: ModelSpec, workload: Workload, contexts: tuple[int, ...]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Run one vectorised ``ctxsim.estimate`` over ``contexts``.
+    """Run one vectorised ``ctxsim.estimate`` over ``contexts`` (``workload.context`` is ignored).
 
     Returns a wide frame (one row per context, the ``per_token`` columns) and a long frame of the
     per-op FLOPs and bytes read per token (context, phase, op, flops_per_token,
@@ -146,26 +157,36 @@ def sweep(spec: ModelSpec, workload: Workload, contexts: tuple[int, ...]) -> tup
     """
     n = np.asarray(contexts, dtype=np.float64)
     report = ctxsim.estimate(spec, workload, context=n)
-    wide = pd.DataFrame({"context": n.astype(np.int64), **{k: np.broadcast_to(v, n.shape) for k, v in per_token(report).items()}})
+    columns = {k: np.broadcast_to(v, n.shape) for k, v in per_token(report).items()}
+    wide = pd.DataFrame({"context": n.astype(np.int64), **columns})
 
-    tokens = {"prefill": workload.batch * (n - workload.cached_context), "decode": workload.batch}
-    frames = []
+    # Long frame: one block of len(n) rows per (phase, op), built as whole columns.
+    tokens = {"prefill": workload.batch * (n - workload.cached_context), "decode": np.full(n.shape, workload.batch)}
+    phases, ops, flops, reads = [], [], [], []
     for phase in ("prefill", "decode"):
-        flops = report.by_name(phase, "flops")
-        reads = report.by_name(phase, "bytes_read")
-        for op in flops:
-            frames.append(
-                pd.DataFrame(
-                    {
-                        "context": n.astype(np.int64),
-                        "phase": phase,
-                        "op": op,
-                        "flops_per_token": np.broadcast_to(flops[op] / tokens[phase], n.shape),
-                        "bytes_read_per_token": np.broadcast_to(reads[op] / tokens[phase], n.shape),
-                    }
-                )
-            )
-    return wide, pd.concat(frames, ignore_index=True)
+        phase_flops = report.by_name(phase, "flops")
+        phase_reads = report.by_name(phase, "bytes_read")
+        for op, value in phase_flops.items():
+            phases.append(phase)
+            ops.append(op)
+            flops.append(np.broadcast_to(value / tokens[phase], n.shape))
+            reads.append(np.broadcast_to(phase_reads[op] / tokens[phase], n.shape))
+    long = pd.DataFrame(
+        {
+            "context": np.tile(n.astype(np.int64), len(ops)),
+            "phase": np.repeat(phases, len(n)),
+            "op": np.repeat(ops, len(n)),
+            "flops_per_token": np.concatenate(flops) if flops else np.array([]),
+            "bytes_read_per_token": np.concatenate(reads) if reads else np.array([]),
+        }
+    )
+    return wide, long
+
+
+@st.cache_data(show_spinner=False)
+def spec_yaml(spec: ModelSpec) -> str:
+    """Return the spec as YAML text; cached, because dumping a large spec takes tens of ms."""
+    return to_yaml(spec.model_dump(mode="json"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -224,14 +245,14 @@ def time_sweep(
     overlap: float,
     contexts: tuple[int, ...],
 ) -> pd.DataFrame:
-    """TTFT, TPOT and decode tokens/s at each context (one estimate per context).
+    """TTFT, TPOT and decode tokens/s at each context (``workload.context`` is ignored).
 
     NOTE: this runs one single-context estimate per point, because ``ctxsim.estimate_time`` does
     not yet accept the array reports of a vectorised ``ctxsim.estimate``.
     """
     rows = []
     for context in contexts:
-        report = ctxsim.estimate(spec, workload.model_copy(update={"context": int(context)}), plan)
+        report = ctxsim.estimate(spec, workload, plan, context=int(context))
         times = ctxsim.estimate_time(report, profile, overlap=overlap, model=spec)
         rows.append({"context": int(context), "ttft_s": times.ttft_s, "tpot_s": times.tpot_s, "tokens_per_s": times.tokens_per_s})
     return pd.DataFrame(rows)

@@ -51,8 +51,8 @@ def to_yaml(data: object) -> str:
 
 
 def yaml_block(title: str, data: object, name: str, key: str, expanded: bool = False) -> None:
-    """Show ``data`` as YAML in an expander, with a .yaml download."""
-    text = to_yaml(data)
+    """Show ``data`` as YAML in an expander, with a .yaml download; a str is taken as YAML text."""
+    text = data if isinstance(data, str) else to_yaml(data)
     with st.expander(title, expanded=expanded):
         st.code(text, language="yaml")
         st.download_button(

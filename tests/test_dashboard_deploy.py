@@ -9,6 +9,7 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 
 import ctxsim  # noqa: E402
 from ctxsim.cli.common import human_seconds  # noqa: E402
+from dashboards.inputs import format_tokens  # noqa: E402
 
 PAGE = Path(__file__).resolve().parents[1] / "dashboards" / "views" / "deploy.py"
 
@@ -55,7 +56,7 @@ def test_deploy_llama_on_h200_matches_api():
 def test_deploy_longest_context_matches_api():
     at = _run(s_batch=4)
     longest = ctxsim.max_context_for("llama-3.1-8b", ctxsim.Workload(context=131072, batch=4), "h200", concurrency=4)
-    assert _metrics(at)["longest context at batch 4"] == f"{longest:,}"
+    assert _metrics(at)["max context (batch 4)"] == format_tokens(longest)
 
 
 def test_deploy_plan_mismatch_shows_error():

@@ -83,7 +83,7 @@ with export.stop_on_bad_input():
     contexts = tuple(api.sweep_contexts(points, SWEEP_MIN_TOKENS, SWEEP_MAX_TOKENS))
     frames, rows = [], []
     for label, spec, design in designs:
-        wide, _ = api.sweep(spec, workload, contexts)
+        wide, _ = api.sweep(spec, api.sweep_workload(workload), contexts)
         frames.append(wide.assign(design=label))
         numbers = api.per_token(api.point(spec, workload))
         rows.append(
@@ -131,6 +131,6 @@ st.subheader("Table at the chosen context")
 export.table(at_n, "compare", "compare", caption="Per token and per sequence, with ratios to design 1.")
 export.table(sweeps, "compare-sweep", "compare_sweep", caption="The full sweep behind the charts.")
 export.yaml_block(
-    "Model specs (YAML)", {label: spec.model_dump(mode="json") for label, spec, _ in designs}, "compare-specs", "specs"
+    "Model specs (YAML)", "".join(f"# {label}\n{api.spec_yaml(spec)}\n" for label, spec, _ in designs), "compare-specs", "specs"
 )
 export.yaml_block("Workload (YAML)", workload.model_dump(mode="json"), "compare-workload", "workload")

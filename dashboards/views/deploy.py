@@ -101,7 +101,7 @@ columns[1].metric("TPOT", human_seconds(times.tpot_s))
 columns[2].metric("tokens/s (batch)", human_count(times.tokens_per_s))
 columns[3].metric("tokens/s per device", human_count(times.tokens_per_s_per_device))
 columns[4].metric("max concurrency", f"{capacity.max_sequences:,}")
-columns[5].metric(f"longest context at batch {workload.batch}", inputs.format_tokens(longest) if longest else "none")
+columns[5].metric(f"max context (batch {workload.batch})", inputs.format_tokens(longest) if longest else "none")
 
 left, right = st.columns(2)
 with left:
@@ -123,7 +123,7 @@ with right:
         "time sweep points", min_value=10, max_value=100, value=default("time_points"), step=5, key="time_points",
         bind=QP, help="Contexts in the TTFT and TPOT sweep, spaced evenly on the log axis.",
     )
-    sweep = api.time_sweep(spec, workload, plan, profile, overlap, tuple(api.sweep_contexts(points, SWEEP_MIN_TOKENS, SWEEP_MAX_TOKENS)))
+    sweep = api.time_sweep(spec, api.sweep_workload(workload), plan, profile, overlap, tuple(api.sweep_contexts(points, SWEEP_MIN_TOKENS, SWEEP_MAX_TOKENS)))
     lines = sweep.rename(columns={"ttft_s": "TTFT", "tpot_s": "TPOT"})
     lines = lines.melt(id_vars="context", value_vars=["TTFT", "TPOT"], var_name="time", value_name="seconds")
     chosen = [Marker(context, f"N = {inputs.format_tokens(context)}", dashed=False)]
@@ -152,5 +152,5 @@ st.info("The search over plans and device counts, with its Pareto chart, arrives
 
 export.yaml_block("Plan (YAML)", {"devices": int(gpus), **plan.model_dump(mode="json")}, "plan", "plan")
 export.yaml_block("Workload (YAML)", workload.model_dump(mode="json"), "deploy-workload", "workload")
-export.yaml_block("Model spec (YAML)", spec.model_dump(mode="json"), spec.name, "spec")
+export.yaml_block("Model spec (YAML)", api.spec_yaml(spec), spec.name, "spec")
 export.yaml_block("Hardware profile (YAML)", profile.model_dump(mode="json"), profile.name, "hardware_yaml")

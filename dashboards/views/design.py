@@ -31,7 +31,7 @@ with export.stop_on_bad_input():
     spec = api.apply_design(base, design)
     workload = Workload(context=context, **workload_args)
     report = api.point(spec, workload)
-    wide, ops = api.sweep(spec, workload, tuple(api.sweep_contexts(points, SWEEP_MIN_TOKENS, SWEEP_MAX_TOKENS)))
+    wide, ops = api.sweep(spec, api.sweep_workload(workload), tuple(api.sweep_contexts(points, SWEEP_MIN_TOKENS, SWEEP_MAX_TOKENS)))
 
 st.subheader(f"{spec.name} at {inputs.format_tokens(context)} tokens")
 st.caption(f"{spec.n_layer} layers; design: {design.label()}; KV dtype {report.kv_cache.kv_dtype}, policy {report.kv_cache.policy}.")
@@ -116,5 +116,5 @@ number_columns = [c for c in op_table.columns if c not in ("name", "kind", "phas
 op_table[number_columns] = op_table[number_columns].astype(float)
 export.table(op_table, f"{spec.name}-ops", "ops", caption="Every op record: per layer run, and total = times count.")
 
-export.yaml_block("Model spec (YAML)", spec.model_dump(mode="json"), spec.name, "spec")
+export.yaml_block("Model spec (YAML)", api.spec_yaml(spec), spec.name, "spec")
 export.yaml_block("Workload (YAML)", workload.model_dump(mode="json"), f"{spec.name}-workload", "workload")
