@@ -60,6 +60,19 @@ def test_tokens_per_s_is_batch_over_tpot():
     assert t.tokens_per_s_per_device == pytest.approx(t.tokens_per_s / 2)
 
 
+def test_tokens_per_s_counts_replicas():
+    # 3 data-parallel replicas of 4 sequences each.
+    t = estimate_time(synthetic_report(Workload(context=100, batch=4), ParallelPlan(dp=3)), synthetic_profile())
+    assert t.tokens_per_s == pytest.approx(3 * 4 / (2 * (2e-2 + 1e-6)))
+
+
+def test_total_batch_overrides_replicas():
+    # 1 sequence over 2 replicas keeps one replica idle.
+    report = synthetic_report(Workload(context=100, batch=1), ParallelPlan(dp=2))
+    t = estimate_time(report, synthetic_profile(), total_batch=1)
+    assert t.tokens_per_s == pytest.approx(1 / (2 * (2e-2 + 1e-6)))
+
+
 def test_devices_default_to_plan_world_size():
     t = estimate_time(synthetic_report(Workload(context=100), ParallelPlan(tp=2, dp=3)), synthetic_profile())
     assert t.n_devices == 6

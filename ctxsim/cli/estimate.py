@@ -6,6 +6,7 @@ import argparse
 
 from pydantic import ValidationError
 
+from ctxsim.cli import timing
 from ctxsim.cli.common import format_table, human_bytes, human_count, parse_tokens, positive_int, print_json
 from ctxsim.counts import estimate, report_to_dict
 from ctxsim.counts.report import CostReport, Op
@@ -47,6 +48,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
         help="Tokens already cached before the prefill (prefix hit; default 0).",
     )
 
+    timing.add_arguments(parser)
     parser.add_argument("--json", action="store_true", help="Print JSON instead of tables.")
     parser.set_defaults(func=run_estimate)
 
@@ -75,6 +77,8 @@ def _workload(args: argparse.Namespace) -> Workload:
 
 def run_estimate(args: argparse.Namespace) -> int:
     spec = load_model(args.model)
+    if timing.wants_timing(args):
+        return timing.run_timed(args, spec, _workload(args), format_report)
     report = estimate(spec, _workload(args))
     if args.json:
         print_json(report_to_dict(report))

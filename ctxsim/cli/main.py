@@ -14,6 +14,7 @@ SUBCOMMAND_MODULES = [
     "ctxsim.cli.estimate",
     "ctxsim.cli.dashboard",
     "ctxsim.cli.hardware",
+    "ctxsim.cli.size",
     "ctxsim.cli.verify",
 ]
 

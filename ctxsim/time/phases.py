@@ -8,10 +8,11 @@ Metrics (docs/methodology.md states them with the same words):
   time are not included.
 - **TPOT** (time per output token): one decode step of the whole batch at context N, the time
   between two output tokens of one request in steady state.
-- **Inter-token latency** is what a client observes between tokens; it equals TPOT while no
-  prefill shares the step, and ctxsim does not model the spikes a mixed prefill adds.
-- **tokens_per_s**: decode output tokens per second of the batch, ``batch / TPOT``;
-  **tokens_per_s_per_device** divides it by the number of devices.
+- **Inter-token latency** is what a client observes between tokens. It equals TPOT while no
+  prefill shares the step; ctxsim does not model the spikes that a mixed prefill adds.
+- **tokens_per_s**: decode output tokens per second of the deployment, ``total_batch / TPOT``,
+  where ``total_batch`` sequences are spread over the data-parallel replicas and each replica
+  runs at most ``batch`` of them; **tokens_per_s_per_device** divides it by the number of devices.
 
 Communication overlap: ``overlap`` in [0, 1] is the fraction of the communication time hidden
 behind compute, up to the compute time: phase time = compute + communication - overlap x
@@ -71,6 +72,7 @@ class TimeReport:
     confidence: str
     provenance: str
     batch: int
+    total_batch: int
     n_devices: int
     overlap: float
     ops: list[OpTime]
@@ -89,8 +91,8 @@ class TimeReport:
 
     @property
     def tokens_per_s(self) -> Number | None:
-        """Decode output tokens per second of the whole batch."""
-        return None if self.decode is None else self.batch / self.decode.time_s
+        """Decode output tokens per second of all replicas together."""
+        return None if self.decode is None else self.total_batch / self.decode.time_s
 
     @property
     def tokens_per_s_per_device(self) -> Number | None:
@@ -105,6 +107,8 @@ class TimeReport:
             "hardware": self.hardware,
             "confidence": self.confidence,
             "provenance": self.provenance,
+            "batch_per_replica": self.batch,
+            "total_batch": self.total_batch,
             "n_devices": self.n_devices,
             "overlap": self.overlap,
             "ttft_s": _plain(self.ttft_s),
@@ -224,6 +228,7 @@ def estimate_time(
     hardware: HardwareProfile | str,
     *,
     n_devices: int | None = None,
+    total_batch: int | None = None,
     overlap: float = 0.0,
     group_sizes: Mapping[str, int] | None = None,
     ranks_per_node: Mapping[str, int] | None = None,
@@ -231,6 +236,9 @@ def estimate_time(
 ) -> TimeReport:
     """Time every op of ``report`` on ``hardware`` and sum them into TTFT and TPOT.
 
+    ``report`` contains the ops of one device and one replica's batch. ``n_devices`` (default: the
+    plan's world size) and ``total_batch`` (default: the batch times the plan's dp) only scale
+    tokens per second.
     ``group_sizes`` maps a parallel group (tp, pp, ep, dp, cp, layer_split) to its size for the
     collective ops; by default it comes from ``report.plan``. ``ranks_per_node`` gives how many
     of a group's ranks share a scale-up domain, when not ``min(size, domain)``. With a plan of
@@ -247,9 +255,12 @@ def estimate_time(
         if model is None:
             raise ValueError(f"a plan with pp={pp} needs the ModelSpec to split layers into stages: pass model=")
         stages = split_stages(model.layer_sequence, pp)
+    plan = report.plan
     if n_devices is None:
-        plan = report.plan
         n_devices = int(plan.world_size) if plan is not None and hasattr(plan, "world_size") else 1
+    if total_batch is None:
+        replicas = int(getattr(plan, "dp", 1)) if plan is not None else 1
+        total_batch = replicas * report.workload.batch
 
     forwards = _forwards(report)
     times: list[OpTime] = []
@@ -271,6 +282,7 @@ def estimate_time(
         confidence=profile.confidence,
         provenance=f"{profile.provenance.kind} {profile.provenance.date}",
         batch=report.workload.batch,
+        total_batch=total_batch,
         n_devices=n_devices,
         overlap=overlap,
         ops=times,

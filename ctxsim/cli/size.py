@@ -1,0 +1,129 @@
+"""``ctxsim size``: the fewest devices (and the plans around them) that serve a model at a context."""
+
+from __future__ import annotations
+
+import argparse
+
+from ctxsim.cli.common import format_table, human_bytes, human_seconds, parse_tokens, positive_int, print_json
+from ctxsim.cli.timing import fraction
+from ctxsim.spec.dtypes import KV_DTYPES
+from ctxsim.time.capacity import DEFAULT_MEMORY_FRACTION
+from ctxsim.time.size import DEFAULT_CHUNK_SIZE, DEFAULT_MAX_GPUS, SizingResult, size
+
+
+def positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid time '{text}': use seconds such as 0.05") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"invalid time {value:g}: it must be greater than 0")
+    return value
+
+
+def add_parsers(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "size",
+        help="Search tp, dp and KV dtype for the fewest devices that meet TTFT/TPOT targets.",
+        description=(
+            "Size a deployment: count and time every candidate plan per device, keep those that fit in memory "
+            "and meet the targets, and print the Pareto set (devices, TTFT, TPOT), fewest devices first. "
+            "Searches tp and dp in powers of two and the KV dtypes; not pp, ep, cp or layer_split."
+        ),
+    )
+    parser.add_argument("--model", required=True, help="Preset name, ctxsim YAML path, or config.json path.")
+    parser.add_argument("--context", required=True, type=parse_tokens, help="Context length N in tokens (128k, 1m; k = 1024).")
+    parser.add_argument("--hardware", required=True, help="Hardware profile name or YAML path (see 'ctxsim hardware').")
+
+    parser.add_argument("--target-ttft", type=positive_seconds, default=None, help="Maximum time to first token, seconds.")
+    parser.add_argument("--target-tpot", type=positive_seconds, default=None, help="Maximum time per output token, seconds.")
+
+    parser.add_argument(
+        "--concurrency", type=positive_int, default=1, help="Sequences of this context served at once (default 1)."
+    )
+    parser.add_argument(
+        "--max-gpus", type=positive_int, default=DEFAULT_MAX_GPUS, help=f"Largest deployment to consider (default {DEFAULT_MAX_GPUS})."
+    )
+
+    parser.add_argument(
+        "--chunk-size", type=parse_tokens, default=DEFAULT_CHUNK_SIZE,
+        help=f"Prefill chunk size in tokens (default {DEFAULT_CHUNK_SIZE}).",
+    )
+    parser.add_argument(
+        "--kv-dtype", choices=KV_DTYPES, action="append", default=None,
+        help="KV dtype to consider; repeat for several (default: every dtype that applies to the model).",
+    )
+    parser.add_argument(
+        "--memory-fraction", type=fraction, default=DEFAULT_MEMORY_FRACTION,
+        help=f"Share of device memory the engine may use (default {DEFAULT_MEMORY_FRACTION}).",
+    )
+    parser.add_argument(
+        "--overlap", type=fraction, default=0.0, help="Fraction of communication hidden behind compute (default 0)."
+    )
+
+    parser.add_argument("--json", action="store_true", help="Print JSON (an object with a 'plans' list).")
+    parser.set_defaults(func=run_size)
+
+
+def format_sizing(result: SizingResult) -> str:
+    """Format the Pareto set as a table, or the shortfall when no plan is feasible."""
+    targets = []
+    if result.target_ttft_s is not None:
+        targets.append(f"TTFT <= {result.target_ttft_s:g} s")
+    if result.target_tpot_s is not None:
+        targets.append(f"TPOT <= {result.target_tpot_s:g} s")
+    lines = [
+        f"{result.model} on {result.hardware}: {result.concurrency} sequence(s) of {result.context:,} tokens"
+        + (f", {', '.join(targets)}" if targets else "")
+        + f"; {len(result.evaluated)} plans evaluated up to {result.max_gpus} devices",
+    ]
+    if not result.plans:
+        lines.append("no plan meets the request:")
+        lines += [f"  {line}" for line in result.shortfall]
+        return "\n".join(lines)
+
+    rows = []
+    for rank, plan in enumerate(result.plans, start=1):
+        rows.append(
+            [
+                str(rank),
+                str(plan.gpus),
+                str(plan.plan.tp),
+                str(plan.plan.dp),
+                plan.kv_dtype,
+                human_seconds(plan.ttft_s),
+                human_seconds(plan.tpot_s),
+                f"{plan.tokens_per_s:,.1f}",
+                f"{plan.tokens_per_s / plan.gpus:,.2f}",
+                human_bytes(plan.memory.used_bytes),
+                human_bytes(plan.memory.headroom_bytes),
+            ]
+        )
+    header = ["#", "GPUs", "tp", "dp", "KV", "TTFT", "TPOT", "tokens/s", "tok/s/GPU", "mem/GPU", "headroom"]
+    lines.append(format_table(rows, header, right_align_from=1))
+    lines.append(
+        "TTFT: chunked prefill of one prompt; TPOT: one decode step of each replica's sequences; "
+        "memory per device against the usable share. Estimates from datasheet priors."
+    )
+    return "\n".join(lines)
+
+
+def run_size(args: argparse.Namespace) -> int:
+    result = size(
+        args.model,
+        args.context,
+        args.hardware,
+        concurrency=args.concurrency,
+        target_ttft_s=args.target_ttft,
+        target_tpot_s=args.target_tpot,
+        max_gpus=args.max_gpus,
+        chunk_size=args.chunk_size,
+        kv_dtypes=args.kv_dtype,
+        memory_fraction=args.memory_fraction,
+        overlap=args.overlap,
+    )
+    if args.json:
+        print_json(result.to_dict())
+    else:
+        print(format_sizing(result))
+    return 0
