@@ -1,7 +1,7 @@
 """Estimated times from exact counts: roofline op times, collectives, TTFT/TPOT, and capacity.
 
 ``estimate_time(report, hardware)`` turns a CostReport into a TimeReport; ``capacity_from_report``
-and ``max_context_for`` compute what fits in device memory. Every time is an estimate that carries
+and ``max_context_for`` compute what fits in device memory; ``size`` searches deployments. Every time is an estimate that carries
 the hardware profile (and its confidence) it came from.
 """
 
@@ -23,7 +23,9 @@ from ctxsim.time.phases import (
     split_stages,
     stage_imbalance,
 )
+from ctxsim.time.placement import device_report, shard_model
 from ctxsim.time.roofline import BOUNDS, OpTime, classify_bound, op_time
+from ctxsim.time.size import PlanResult, SizingResult, size
 
 __all__ = [
     "BOUNDS",
@@ -32,11 +34,14 @@ __all__ = [
     "Capacity",
     "OpTime",
     "PhaseTime",
+    "PlanResult",
+    "SizingResult",
     "TimeReport",
     "capacity_from_report",
     "classify_bound",
     "collective_op_time",
     "collective_time_s",
+    "device_report",
     "estimate_time",
     "kv_budget_bytes",
     "max_context",
@@ -46,6 +51,8 @@ __all__ = [
     "parse_collective",
     "pipeline_prefill_s",
     "ring_time_s",
+    "shard_model",
+    "size",
     "split_stages",
     "stage_imbalance",
 ]
