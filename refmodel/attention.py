@@ -34,10 +34,9 @@ from ctxsim.spec.layers import (
     WindowSelection,
 )
 from refmodel.basic import RunContext, init_vector, init_weight, ones, query_tiles, rms_norm, rope
-from refmodel.cache import FieldLayout, RecordStore
+from refmodel.cache import FieldLayout, RecordStore, index_fields, main_fields
 from refmodel.core import attend
 from refmodel.counter import activation_bytes, einsum, linear
-from refmodel.quant import index_key_codec, mla_codecs, plain_codec
 from refmodel.selection import DSAIndexer, MSAIndexer, TileSelection, causal_mask, slots_to_mask, window_mask
 
 
@@ -122,12 +121,17 @@ class AttentionBase(nn.Module):
             return self.sel.window, self.sel.sink_tokens
         return None, 0
 
+    def make_cache(self, batch: int, capacity: int, kv_dtype: str) -> LayerCache:
+        """Empty caches of ``batch`` sequences of up to ``capacity`` tokens."""
+        window, sinks = self._window_policy()
+        main = RecordStore(main_fields(self.att, kv_dtype), batch, capacity, window=window, sink_tokens=sinks)
+        return LayerCache(main, self.make_index_store(batch, capacity, kv_dtype))
+
     def make_index_store(self, batch: int, capacity: int, kv_dtype: str) -> RecordStore | None:
         owns = isinstance(self.sel, MSASelection) or (isinstance(self.sel, DSASelection) and self.sel.owns_indexer)
         if not owns:
             return None
-        width = self.sel.index_head_dim
-        return RecordStore([FieldLayout("index_key", width, index_key_codec(kv_dtype))], batch, capacity)
+        return RecordStore(index_fields(self.sel.index_head_dim, kv_dtype), batch, capacity)
 
     def visible_view(self, ctx: RunContext, store: RecordStore, tensors: list[torch.Tensor]):
         """The held keys some query of the chunk can attend: a window layer drops the rest."""
@@ -211,14 +215,6 @@ class GQAModule(AttentionBase):
         elif isinstance(self.sel, MSASelection):
             self.indexer = MSAIndexer(self.sel, d_model, weight_dtype, dtype, generator)
 
-    def make_cache(self, batch: int, capacity: int, kv_dtype: str) -> LayerCache:
-        kv_width = self.att.n_kv_head * self.att.head_dim
-        codec = plain_codec(kv_dtype)
-        window, sinks = self._window_policy()
-        fields = [FieldLayout("k", kv_width, codec), FieldLayout("v", kv_width, codec)]
-        main = RecordStore(fields, batch, capacity, window=window, sink_tokens=sinks)
-        return LayerCache(main, self.make_index_store(batch, capacity, kv_dtype))
-
     def _group_record_bytes(self, store: RecordStore) -> int:
         """Bytes of one KV head's K and V in a record."""
         n_kv = self.att.n_kv_head
@@ -284,20 +280,6 @@ class MLAModule(AttentionBase):
         if isinstance(self.sel, DSASelection) and self.sel.owns_indexer:
             q_in = att.q_lora_rank or d_model
             self.indexer = DSAIndexer(self.sel, d_model, q_in, weight_dtype, dtype, generator)
-
-    def make_cache(self, batch: int, capacity: int, kv_dtype: str) -> LayerCache:
-        att: MLAAttention = self.att
-        latent_codec, rope_codec = mla_codecs(kv_dtype)
-        if kv_dtype == "fp8_ds_mla":
-            fields = [
-                FieldLayout("latent", att.kv_lora_rank, latent_codec),
-                FieldLayout("rope", att.qk_rope_head_dim, rope_codec),
-            ]
-        else:
-            fields = [FieldLayout("latent_rope", att.kv_lora_rank + att.qk_rope_head_dim, latent_codec)]
-        window, sinks = self._window_policy()
-        main = RecordStore(fields, batch, capacity, window=window, sink_tokens=sinks)
-        return LayerCache(main, self.make_index_store(batch, capacity, kv_dtype))
 
     def mode(self, ctx: RunContext) -> str:
         """'expanded' or 'absorbed' for this layer and phase.

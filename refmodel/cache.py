@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 import torch
 
-from refmodel.quant import CODECS, STATIC_TENSOR_SCALE
+from ctxsim.spec.layers import GQAAttention, MLAAttention
+from refmodel.quant import CODECS, STATIC_TENSOR_SCALE, index_key_codec, mla_codecs, plain_codec
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,27 @@ class FieldLayout:
 
     def record_bytes(self) -> int:
         return CODECS[self.codec].record_bytes(self.width)
+
+
+def main_fields(attention: GQAAttention | MLAAttention, kv_dtype: str) -> list[FieldLayout]:
+    """Fields of a layer's main record: K and V for GQA; the MLA latent with its rope key."""
+    if isinstance(attention, GQAAttention):
+        codec = plain_codec(kv_dtype)
+        width = attention.n_kv_head * attention.head_dim
+        return [FieldLayout("k", width, codec), FieldLayout("v", width, codec)]
+    latent_codec, rope_codec = mla_codecs(kv_dtype)
+    if kv_dtype == "fp8_ds_mla":
+        # vLLM's FP8 MLA record: the latent in fp8 with fp32 scales, the rope key kept in bf16.
+        return [
+            FieldLayout("latent", attention.kv_lora_rank, latent_codec),
+            FieldLayout("rope", attention.qk_rope_head_dim, rope_codec),
+        ]
+    return [FieldLayout("latent_rope", attention.kv_lora_rank + attention.qk_rope_head_dim, latent_codec)]
+
+
+def index_fields(index_head_dim: int, kv_dtype: str) -> list[FieldLayout]:
+    """Fields of an index key record (DSA lightning indexer, MSA shared index key)."""
+    return [FieldLayout("index_key", index_head_dim, index_key_codec(kv_dtype))]
 
 
 class RecordStore:
