@@ -58,7 +58,7 @@ _PEAK_FALLBACK: dict[str, tuple[str, ...]] = {
     "int8": ("int8", "bf16"),
     "fp16": ("fp16", "bf16"),
     "bf16": ("bf16",),
-    "tf32": ("tf32",),
+    "tf32": ("tf32", "bf16"),
 }
 
 Fraction = Annotated[float, Field(gt=0, le=1)]
