@@ -1,15 +1,15 @@
-"""Session defaults and field help, in one place, so that no page depends on another having run.
+"""Widget defaults and field help, in one place, so that no page depends on another having run.
 
-Widgets keep their value in the URL (``bind="query-params"``): the widget key is the query
-parameter, so a view is shared by copying the link. A bound widget drops its parameter while it
-shows its default, so the defaults below also define what a bare link shows.
+Every page reads its starting values from ``DEFAULTS`` and keeps no other session state. Widgets
+keep their value in the URL (``bind="query-params"``): the widget key is the query parameter, so
+a view is shared by copying the link. A bound widget drops its parameter while it shows its
+default, so ``DEFAULTS`` also defines what a bare link shows.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import streamlit as st
 
 # Context lengths offered by the context slider: powers of two from 1K to 8M, then 10M.
 CONTEXT_CHOICES: tuple[int, ...] = tuple(2**p for p in range(10, 24)) + (10_000_000,)
@@ -65,19 +65,6 @@ DEFAULTS: dict[str, Any] = {
     # Calibration.
     "profile": "h200",
 }
-
-# Session entries that are not widgets: uploaded files, by slot, as (file name, bytes).
-SESSION_DEFAULTS: dict[str, Any] = {
-    "uploads": {},
-}
-
-
-def init_session() -> None:
-    """Set every non-widget session entry that is missing; each page calls this first."""
-    for key, value in SESSION_DEFAULTS.items():
-        if key not in st.session_state:
-            st.session_state[key] = type(value)(value) if isinstance(value, (dict, list)) else value
-
 
 def default(key: str) -> Any:
     """Default value of the bound widget ``key``."""

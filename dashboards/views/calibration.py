@@ -11,12 +11,11 @@ from ctxsim.spec.hardware import COMPUTE_KINDS, HardwareProfile
 from dashboards import export
 from dashboards.api import hardware, uploaded_hardware
 from dashboards.charts import BarChart, LineChart
-from dashboards.state import default, field_help, init_session
+from dashboards.state import default, field_help
 
 # Arithmetic intensities of the roofline chart, in FLOPs per byte.
 INTENSITIES = np.geomspace(0.1, 1e4, 120)
 
-init_session()
 st.title("Calibration")
 st.caption(
     "A hardware profile's peaks and efficiency factors. Shipped profiles hold datasheet priors; a calibrated "

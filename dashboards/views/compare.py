@@ -10,7 +10,7 @@ from ctxsim.spec import SpecError, Workload
 
 from dashboards import analysis, api, export, inputs
 from dashboards.charts import LineChart, Marker
-from dashboards.state import SWEEP_MAX_TOKENS, SWEEP_MIN_TOKENS, default, init_session
+from dashboards.state import SWEEP_MAX_TOKENS, SWEEP_MIN_TOKENS, default
 
 # Ready-made comparisons as URL query parameters; each is a link, so it can also be shared.
 PAIRS: dict[str, dict[str, object]] = {
@@ -42,7 +42,6 @@ QUANTITIES = {
 }
 
 
-init_session()
 st.title("Compare designs")
 st.caption("Up to four models or attention designs on the same workload; ratios are to design 1.")
 

@@ -9,7 +9,7 @@ from ctxsim.spec import ParallelPlan, SpecError, Workload
 
 from dashboards import api, export, inputs
 from dashboards.charts import LineChart, Marker, BarChart
-from dashboards.state import SWEEP_MAX_TOKENS, SWEEP_MIN_TOKENS, default, field_help, init_session
+from dashboards.state import SWEEP_MAX_TOKENS, SWEEP_MIN_TOKENS, default, field_help
 
 QP = "query-params"
 PLAN_DEGREES = ("tp", "pp", "ep", "dp", "cp")
@@ -37,7 +37,6 @@ def _hardware_picker() -> ctxsim.HardwareProfile:
     return api.hardware(name)
 
 
-init_session()
 st.title("Deployment sizing")
 st.caption("One model on a group of devices: memory per device, TTFT, TPOT, tokens/s and how many sequences fit.")
 

@@ -8,9 +8,8 @@ from ctxsim.spec import Workload
 
 from dashboards import analysis, api, export, inputs
 from dashboards.charts import LineChart, Marker, BarChart
-from dashboards.state import SWEEP_MAX_TOKENS, SWEEP_MIN_TOKENS, default, init_session
+from dashboards.state import SWEEP_MAX_TOKENS, SWEEP_MIN_TOKENS, default
 
-init_session()
 st.title("Design explorer")
 st.caption(
     "Pick a model and an attention design; the charts show what one token and one sequence cost "
