@@ -17,6 +17,7 @@ import pandas as pd
 import streamlit as st
 
 import ctxsim
+from ctxsim.time import device_report, shard_model
 from dashboards.export import to_yaml
 from ctxsim.spec import ModelSpec, SpecError, Workload
 from ctxsim.spec.variants import selection_pattern, with_kv_heads, with_selection
@@ -224,15 +225,21 @@ def deployment(
     memory_fraction: float,
     overlap: float,
 ) -> tuple[ctxsim.CostReport, object, ctxsim.TimeReport, int]:
-    """Counts, device memory, times and the longest context that fits, for one deployment.
+    """Count one device of ``plan``, time it, and fit it in memory, as ``ctxsim estimate --hardware`` does.
 
-    Returns the CostReport, the ``ctxsim.capacity_from_report`` Capacity, the TimeReport, and
-    ``ctxsim.max_context_for`` at a concurrency of the workload's batch.
+    ``workload.batch`` is the whole deployment's batch; each data-parallel replica runs its share.
+    Returns the per-device CostReport (``ctxsim.time.device_report``), its Capacity, the
+    TimeReport, and the longest context at which a replica's sequences fit
+    (``ctxsim.max_context_for`` on the tensor-parallel shard).
+    Raises SpecError for a plan the per-device model cannot count.
     """
-    report = ctxsim.estimate(spec, workload, plan)
+    report = device_report(spec, workload, plan)
+    times = ctxsim.estimate_time(report, profile, overlap=overlap, total_batch=workload.batch, model=spec)
     capacity = ctxsim.capacity_from_report(report, profile, memory_fraction=memory_fraction)
-    times = ctxsim.estimate_time(report, profile, overlap=overlap, model=spec)
-    longest = ctxsim.max_context_for(spec, workload, profile, concurrency=workload.batch, memory_fraction=memory_fraction)
+    local = workload.model_copy(update={"batch": report.workload.batch})
+    longest = ctxsim.max_context_for(
+        shard_model(spec, plan.tp), local, profile, concurrency=local.batch, memory_fraction=memory_fraction
+    )
     return report, capacity, times, longest
 
 
@@ -245,14 +252,49 @@ def time_sweep(
     overlap: float,
     contexts: tuple[int, ...],
 ) -> pd.DataFrame:
-    """TTFT, TPOT and decode tokens/s at each context (``workload.context`` is ignored).
+    """TTFT, TPOT and decode tokens/s of the deployment at each context (``workload.context`` is ignored).
 
-    NOTE: this runs one single-context estimate per point, because ``ctxsim.estimate_time`` does
-    not yet accept the array reports of a vectorised ``ctxsim.estimate``.
+    NOTE: this counts one context at a time, because ``ctxsim.estimate_time`` does not yet accept
+    the array reports of a vectorised estimate.
     """
     rows = []
     for context in contexts:
-        report = ctxsim.estimate(spec, workload, plan, context=int(context))
-        times = ctxsim.estimate_time(report, profile, overlap=overlap, model=spec)
+        report = device_report(spec, workload.model_copy(update={"context": int(context)}), plan)
+        times = ctxsim.estimate_time(report, profile, overlap=overlap, total_batch=workload.batch, model=spec)
         rows.append({"context": int(context), "ttft_s": times.ttft_s, "tpot_s": times.tpot_s, "tokens_per_s": times.tokens_per_s})
     return pd.DataFrame(rows)
+
+
+@st.cache_data(show_spinner=False)
+def plan_search(
+    spec: ModelSpec,
+    context: int,
+    profile: ctxsim.HardwareProfile,
+    concurrency: int,
+    target_ttft_s: float | None,
+    target_tpot_s: float | None,
+    max_gpus: int,
+    chunk_size: int,
+    memory_fraction: float,
+    overlap: float,
+) -> tuple[pd.DataFrame, list[str], str]:
+    """Run ``ctxsim.size`` and return every evaluated plan as a frame, the shortfall lines, and the search space.
+
+    The frame has the columns of ``PlanResult.to_dict`` plus ``plan`` (its description) and
+    ``status``: 'Pareto' for the plans ``size`` returns, else 'feasible' or 'infeasible'.
+    """
+    result = ctxsim.size(
+        spec, context, profile, concurrency=concurrency, target_ttft_s=target_ttft_s, target_tpot_s=target_tpot_s,
+        max_gpus=max_gpus, chunk_size=chunk_size, memory_fraction=memory_fraction, overlap=overlap,
+    )
+    best = {id(p) for p in result.plans}
+    rows = []
+    for plan in result.evaluated:
+        if id(plan) in best:
+            status = "Pareto"
+        elif plan.feasible:
+            status = "feasible"
+        else:
+            status = "infeasible"
+        rows.append({"plan": plan.describe(), "status": status, **plan.to_dict()})
+    return pd.DataFrame(rows), list(result.shortfall), result.to_dict()["searched"]

@@ -48,6 +48,7 @@ class LineChart:
     log_y: bool = True
     markers: list[Marker] = field(default_factory=list)
     x_ticks: list[float] | None = field(default_factory=lambda: list(DECADES))
+    points: bool = False  # draw points instead of lines (a scatter such as the Pareto chart)
 
     def vega(self) -> dict:
         x_scale = {"type": "log"} if self.log_x else {}
@@ -56,7 +57,9 @@ class LineChart:
         if self.x_ticks:
             x_axis["values"] = self.x_ticks
         lines = {
-            "mark": {"type": "line", "tooltip": True},
+            "mark": {"type": "point", "filled": True, "size": 60, "tooltip": {"content": "data"}}
+            if self.points
+            else {"type": "line", "tooltip": True},
             "encoding": {
                 "x": {"field": self.x, "type": "quantitative", "scale": x_scale, "title": self.x_title, "axis": x_axis},
                 "y": {"field": self.y, "type": "quantitative", "scale": y_scale, "title": self.y_title, "axis": {"format": "~s"}},
@@ -79,7 +82,10 @@ class LineChart:
         fig = Figure(figsize=(7, 3.6), dpi=120)
         ax = fig.add_subplot()
         for name, group in self.data.groupby(self.color, sort=False):
-            ax.plot(group[self.x], group[self.y], label=str(name))
+            if self.points:
+                ax.scatter(group[self.x], group[self.y], label=str(name), s=18)
+            else:
+                ax.plot(group[self.x], group[self.y], label=str(name))
         for marker in self.markers:
             ax.axvline(marker.x, color="gray", linestyle="--" if marker.dashed else "-", linewidth=0.8)
         if self.log_x:

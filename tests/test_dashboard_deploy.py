@@ -1,4 +1,4 @@
-"""Deployment sizing page: memory, times and capacity equal the ctxsim API for the same inputs."""
+"""Deployment sizing page: memory, times, capacity and the plan search equal the ctxsim API."""
 
 from pathlib import Path
 
@@ -9,6 +9,7 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 
 import ctxsim  # noqa: E402
 from ctxsim.cli.common import human_seconds  # noqa: E402
+from ctxsim.time import device_report, shard_model  # noqa: E402
 from dashboards.inputs import format_tokens  # noqa: E402
 
 PAGE = Path(__file__).resolve().parents[1] / "dashboards" / "views" / "deploy.py"
@@ -24,8 +25,10 @@ def _run(**widgets) -> AppTest:
     return at
 
 
-def _table(at: AppTest, column: str):
+def _table(at: AppTest, column: str, **equal):
+    """The one table with ``column`` whose rows all match ``equal`` (column -> value)."""
     tables = [d.value for d in at.dataframe if column in d.value.columns]
+    tables = [t for t in tables if all((t[k] == v).all() for k, v in equal.items())]
     assert len(tables) == 1
     return tables[0]
 
@@ -34,15 +37,18 @@ def _metrics(at: AppTest) -> dict[str, str]:
     return {m.label: m.value for m in at.metric}
 
 
-def test_deploy_llama_on_h200_matches_api():
+def test_deploy_default_matches_api():
     at = _run()
-    workload = ctxsim.Workload(context=131072)
-    report = ctxsim.estimate("llama-3.1-8b", workload, ctxsim.ParallelPlan())
+    spec = ctxsim.load_model("deepseek-v3.2")
+    workload = ctxsim.Workload(context=131072, chunk_size=8192)
+    plan = ctxsim.ParallelPlan(tp=8)
+    report = device_report(spec, workload, plan)
     capacity = ctxsim.capacity_from_report(report, "h200", memory_fraction=0.9)
-    times = ctxsim.estimate_time(report, "h200")
+    times = ctxsim.estimate_time(report, "h200", total_batch=1, model=spec)
     memory = _table(at, "kv_budget_bytes").iloc[0]
-    # 32 layers x 2 x 8 KV heads x 128 x 2 B (bf16) x 131,072 tokens.
-    assert memory["kv_bytes_per_sequence"] == 32 * 2 * 8 * 128 * 2 * 131072
+    # The MLA latent and the DSA index key are replicated on every tp rank: 61 layers x
+    # ((512 + 64) x 2 B + 128 x 2 B) in bf16, times 131,072 tokens.
+    assert memory["kv_bytes_per_sequence"] == 61 * ((512 + 64) * 2 + 128 * 2) * 131072
     assert memory["weights_bytes"] == report.weights_bytes
     assert memory["max_sequences"] == capacity.max_sequences
     metrics = _metrics(at)
@@ -53,22 +59,40 @@ def test_deploy_llama_on_h200_matches_api():
     assert phases.loc["decode", "time_s"] == times.tpot_s
 
 
-def test_deploy_longest_context_matches_api():
-    at = _run(s_batch=4)
-    longest = ctxsim.max_context_for("llama-3.1-8b", ctxsim.Workload(context=131072, batch=4), "h200", concurrency=4)
-    assert _metrics(at)["max context (batch 4)"] == format_tokens(longest)
+def test_deploy_max_context_matches_api():
+    at = _run(s_model="llama-3.1-8b", gpus=1, tp=1, s_batch=4)
+    workload = ctxsim.Workload(context=131072, batch=4, chunk_size=8192)
+    spec = shard_model(ctxsim.load_model("llama-3.1-8b"), 1)
+    longest = ctxsim.max_context_for(spec, workload, "h200", concurrency=4)
+    assert _metrics(at)["max context (4 seq per replica)"] == format_tokens(longest)
 
 
 def test_deploy_plan_mismatch_shows_error():
     at = _run(gpus=3)
-    assert any("= 1 devices, but devices is 3" in e.value for e in at.error)
+    assert any("= 8 devices, but devices is 3" in e.value for e in at.error)
+    assert not at.metric
+
+
+def test_deploy_unmodelled_plan_shows_error():
+    at = _run(tp=4, pp=2)
+    assert any("pp=2 is not modelled" in e.value for e in at.error)
     assert not at.metric
 
 
 def test_deploy_too_big_shows_error():
-    at = _run(s_model="glm-5.2")
+    at = _run(s_model="glm-5.2", gpus=1, tp=1)
     assert any("Does not fit" in e.value for e in at.error)
     assert _metrics(at)["max concurrency"] == "0"
+
+
+def test_deploy_plan_search_matches_size():
+    at = _run(s_batch=16, max_gpus=32)
+    result = ctxsim.size("deepseek-v3.2", 131072, "h200", concurrency=16, max_gpus=32, chunk_size=8192)
+    pareto = _table(at, "meets_tpot", status="Pareto")
+    assert list(pareto["plan"]) == [p.describe() for p in result.plans]
+    assert list(pareto["tpot_s"]) == [p.tpot_s for p in result.plans]
+    tables = [d.value for d in at.dataframe if "meets_tpot" in d.value.columns]
+    assert len(tables[-1]) == len(result.evaluated)
 
 
 def test_deploy_invalid_hardware_upload():

@@ -76,6 +76,13 @@ def test_line_chart_png():
     assert spec["layer"][1]["data"]["values"] == [{"x": 2048, "label": "N"}]
 
 
+def test_scatter_png():
+    data = pd.DataFrame({"gpus": [1, 2, 4], "status": ["Pareto", "feasible", "infeasible"], "tpot_s": [0.01, 0.02, 0.03]})
+    chart = LineChart(data, "gpus", "tpot_s", "status", "t", "devices", "s", x_ticks=[1, 2, 4], points=True)
+    assert chart.png().startswith(PNG_MAGIC)
+    assert chart.vega()["layer"][0]["mark"]["type"] == "point"
+
+
 def test_stacked_bar_png():
     data = pd.DataFrame({"phase": ["prefill", "prefill", "decode"], "op": ["a", "b", "a"], "v": [1.0, 2.0, 3.0]})
     assert BarChart(data, "phase", "v", "op", "t", "FLOPs").png().startswith(PNG_MAGIC)

@@ -79,17 +79,16 @@ with export.stop_on_bad_input():
             f"but devices is {gpus}: change the degrees or the device count"
         )
     workload = Workload(context=context, chunk_size=int(chunk_size) or None, **workload_args)
-    try:
-        report, capacity, times, longest = api.deployment(spec, workload, plan, profile, memory_fraction, overlap)
-    except ValueError as err:
-        # The time model rejects some plans with a ValueError (for example pp without a model).
-        raise SpecError(f"impossible deployment: {err}") from None
+    report, capacity, times, longest = api.deployment(spec, workload, plan, profile, memory_fraction, overlap)
 
 st.subheader(f"{spec.name} on {gpus} x {profile.name} at {inputs.format_tokens(context)} tokens, batch {workload.batch}")
-st.caption(f"Times are estimates from the {profile.name} profile ({times.provenance}, confidence {times.confidence}).")
+st.caption(
+    f"Counts are per device ({plan.dp} replica(s) of tp {plan.tp}, {capacity.batch} sequence(s) each). Times are "
+    f"estimates from the {profile.name} profile ({times.provenance}, confidence {times.confidence})."
+)
 if not capacity.fits:
     st.error(
-        f"Does not fit: weights, activations and the KV cache of {workload.batch} sequences need "
+        f"Does not fit: weights, activations and the KV cache of {capacity.batch} sequences need "
         f"{human_bytes(capacity.used_bytes)} per device, but {human_bytes(capacity.usable_bytes)} is usable "
         f"({memory_fraction:.0%} of {human_bytes(capacity.memory_bytes)}). Add devices, shard more, or shorten the context."
     )
@@ -97,17 +96,17 @@ if not capacity.fits:
 columns = st.columns(6)
 columns[0].metric("TTFT", human_seconds(times.ttft_s))
 columns[1].metric("TPOT", human_seconds(times.tpot_s))
-columns[2].metric("tokens/s (batch)", human_count(times.tokens_per_s))
+columns[2].metric("tokens/s (all replicas)", human_count(times.tokens_per_s))
 columns[3].metric("tokens/s per device", human_count(times.tokens_per_s_per_device))
 columns[4].metric("max concurrency", f"{capacity.max_sequences:,}")
-columns[5].metric(f"max context (batch {workload.batch})", inputs.format_tokens(longest) if longest else "none")
+columns[5].metric(f"max context ({capacity.batch} seq per replica)", inputs.format_tokens(longest) if longest else "none")
 
 left, right = st.columns(2)
 with left:
     parts = pd.DataFrame(
         {
             "device": ["per device"] * 3,
-            "part": ["weights", f"KV cache ({workload.batch} seq)", "activation peak"],
+            "part": ["weights", f"KV cache ({capacity.batch} seq)", "activation peak"],
             "bytes": [
                 float(capacity.weights_bytes),
                 float(capacity.batch * capacity.kv_bytes_per_sequence),
@@ -131,6 +130,44 @@ with right:
         "deploy-times", "times",
     )
 
+st.subheader("Plan search")
+grid = st.columns(4)
+target_ttft_s = grid[0].number_input(
+    "target TTFT (s, 0 = none)", min_value=0.0, value=default("target_ttft_s"), step=1.0, key="target_ttft_s", bind=QP,
+    help="Maximum acceptable time to first token, in seconds.",
+)
+target_tpot_s = grid[1].number_input(
+    "target TPOT (s, 0 = none)", min_value=0.0, value=default("target_tpot_s"), step=0.005, format="%.3f",
+    key="target_tpot_s", bind=QP, help="Maximum acceptable time per output token, in seconds.",
+)
+max_gpus = grid[2].number_input(
+    "max devices", min_value=1, value=default("max_gpus"), step=1, key="max_gpus", bind=QP,
+    help="Largest device count the search may use.",
+)
+search_chunk = grid[3].number_input(
+    "prefill chunk", min_value=1, value=default("search_chunk_size"), step=1024, key="search_chunk_size", bind=QP,
+    help=field_help(Workload, "chunk_size"),
+)
+plans, shortfall, searched = api.plan_search(
+    spec, context, profile, workload.batch, target_ttft_s or None, target_tpot_s or None, int(max_gpus),
+    int(search_chunk), memory_fraction, overlap,
+)
+st.caption(f"ctxsim.size, for {workload.batch} sequence(s) of {inputs.format_tokens(context)} tokens; searched: {searched}.")
+for line in shortfall:
+    st.warning(line)
+if not plans.empty:
+    ticks = [2**p for p in range(0, int(max_gpus).bit_length())]
+    left, right = st.columns(2)
+    for column, metric, title in ((left, "tpot_s", "TPOT"), (right, "ttft_s", "TTFT")):
+        with column:
+            export.chart(
+                LineChart(plans, "gpus", metric, "status", f"{title} against devices", "devices", "seconds", x_ticks=ticks, points=True),
+                f"deploy-pareto-{metric}", f"pareto_{metric}",
+            )
+    export.table(plans[plans["status"] == "Pareto"], "deploy-pareto", "pareto", caption="The Pareto set: no other feasible plan beats one on devices, TTFT and TPOT at once.")
+    export.table(plans, "deploy-plans", "plans", caption="Every evaluated plan.")
+
+
 st.subheader("Memory per device")
 export.table(pd.DataFrame([capacity.to_dict()]), "deploy-memory", "memory_table")
 
@@ -145,9 +182,6 @@ for phase in (times.prefill, times.decode):
 export.table(pd.DataFrame(phase_rows), "deploy-phases", "phases")
 export.table(pd.DataFrame([t.to_dict() for t in times.ops]), "deploy-op-times", "op_times", caption="Time of every op record.")
 export.table(sweep, "deploy-time-sweep", "time_sweep")
-
-st.subheader("Plan search")
-st.info("The search over plans and device counts, with its Pareto chart, arrives with ctxsim.size.")
 
 export.yaml_block("Plan (YAML)", {"devices": int(gpus), **plan.model_dump(mode="json")}, "plan", "plan")
 export.yaml_block("Workload (YAML)", workload.model_dump(mode="json"), "deploy-workload", "workload")
