@@ -47,9 +47,6 @@ class LayerCache:
     main: RecordStore
     index: RecordStore | None = None
 
-    def allocated_bytes(self) -> int:
-        return self.main.allocated_bytes() + (self.index.allocated_bytes() if self.index else 0)
-
 
 class SelectionPlan:
     """Selection of one layer for one chunk: it hands out a TileSelection per tile of queries."""
@@ -78,9 +75,10 @@ class SelectionPlan:
         if isinstance(sel, DSASelection):
             if sel.owns_indexer:
                 slots = self.module.indexer.select(counter, self.index_chunk, tile, q_pos)
-                self.owner_slots.append(slots[:, 0])
+                if self.ctx.share_indices:
+                    self.owner_slots.append(slots[:, 0].to(torch.int32))
             else:
-                slots = self.ctx.owner_indices[:, tile].unsqueeze(1)
+                slots = self.ctx.owner_indices[:, tile].unsqueeze(1).long()
             picked = slots
         else:
             picked = self.module.indexer.select(counter, self.index_chunk, tile, q_pos)
@@ -103,13 +101,11 @@ class SelectionPlan:
 class AttentionBase(nn.Module):
     """What GQA and MLA share: the selection, the indexer and the tiled core loop."""
 
-    def __init__(self, layer: LayerSpec, d_model: int, weight_dtype: str, dtype: torch.dtype):
+    def __init__(self, layer: LayerSpec, weight_dtype: str):
         super().__init__()
         self.att = layer.attention
         self.sel = layer.selection
-        self.d_model = d_model
         self.weight_dtype = weight_dtype
-        self.dtype = dtype
         self.indexer: nn.Module | None = None
 
     @property
@@ -171,11 +167,14 @@ class AttentionBase(nn.Module):
         per_query = max(n_head * n_keys, groups * self._max_selected() * (q.shape[-1] + v.shape[-1]))
         if self.indexer is not None:
             per_query = max(per_query, getattr(self.sel, "index_n_heads", 1) * n_keys)
+        per_query *= batch
+        k_groups = k.permute(0, 2, 1, 3).contiguous()  # [B, G, S, D]
+        v_groups = v.permute(0, 2, 1, 3).contiguous()  # [B, G, S, Dv]
         outputs = []
         for tile in query_tiles(n_q, per_query):
             selection = plan.tile(tile)
             with counter.op("attn.core"):
-                outputs.append(attend(counter, q[:, tile], k, v, selection, scale, sinks))
+                outputs.append(attend(counter, q[:, tile], k_groups, v_groups, selection, scale, sinks))
                 if counter.enabled and selection.slots is not None:
                     entries = int((selection.slots >= 0).sum())
                     counter.add(bytes_read=entries * (key_bytes if selection.slots.shape[1] == 1 else group_key_bytes))
@@ -198,7 +197,7 @@ class GQAModule(AttentionBase):
     """Grouped-query attention with full rotary embedding on every query and key head."""
 
     def __init__(self, layer: LayerSpec, d_model: int, weight_dtype: str, dtype: torch.dtype, generator):
-        super().__init__(layer, d_model, weight_dtype, dtype)
+        super().__init__(layer, weight_dtype)
         att: GQAAttention = self.att
         q_width = att.n_head * att.head_dim
         kv_width = att.n_kv_head * att.head_dim
@@ -263,7 +262,7 @@ class MLAModule(AttentionBase):
     """Multi-head latent attention (DeepSeek-V2/V3), in expanded or absorbed mode."""
 
     def __init__(self, layer: LayerSpec, d_model: int, weight_dtype: str, dtype: torch.dtype, generator):
-        super().__init__(layer, d_model, weight_dtype, dtype)
+        super().__init__(layer, weight_dtype)
         att: MLAAttention = self.att
         q_width = att.n_head * att.qk_head_dim
         if att.q_lora_rank:

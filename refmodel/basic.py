@@ -6,7 +6,7 @@ view, H query heads, G KV heads (groups), D head width, K selected keys per quer
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -79,9 +79,10 @@ class RunContext:
     execution: str = "gathered"  # 'gathered' or 'masked'
     mla_mode: str = "auto"  # 'auto', 'expanded' or 'absorbed'
     phase: str = "prefill"
-    # DSA indices of the most recent indexer-owner layer for this chunk: [B, C, K] slots, -1 = none.
+    # Whether indexer owners keep their top-k for later IndexShare layers, and the top-k of the
+    # most recent owner for this chunk: [B, C, K] int32 slots, -1 for none.
+    share_indices: bool = False
     owner_indices: torch.Tensor | None = None
-    layer_records: dict = field(default_factory=dict)
 
     @property
     def first_position(self) -> int:

@@ -104,10 +104,6 @@ class RecordStore:
         scales = sum(t.numel() * t.element_size() for t in self.tensor_scales)
         return data + scales
 
-    def record_bytes_held(self) -> int:
-        """Bytes of the records of the tokens the store can hold, per sequence (scales excluded)."""
-        return self.capacity * self.record_bytes
-
     # --- writing ---------------------------------------------------------------------------
 
     def append(self, values: list[torch.Tensor], positions: torch.Tensor) -> None:
@@ -151,17 +147,3 @@ class RecordStore:
         return [
             CODECS[f.codec].decode(tuple(self._held(parts)), f.width, dtype) for f, parts in zip(self.fields, self.parts)
         ]
-
-    def gather(self, slots: torch.Tensor, dtype: torch.dtype) -> list[torch.Tensor]:
-        """Decode the records at ``slots`` (``[B, ...]`` indices into the held tokens; pad with 0)."""
-        batch = slots.shape[0]
-        flat = slots.reshape(batch, -1)
-        out = []
-        for f, parts in zip(self.fields, self.parts):
-            picked = []
-            for part in self._held(parts):
-                index = flat.reshape(batch, -1, *([1] * (part.dim() - 2))).expand(-1, -1, *part.shape[2:])
-                picked.append(torch.gather(part, 1, index))
-            decoded = CODECS[f.codec].decode(tuple(picked), f.width, dtype)
-            out.append(decoded.reshape(*slots.shape, f.width))
-        return out

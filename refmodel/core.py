@@ -36,29 +36,29 @@ def attend(
     scale: float,
     sinks: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Attention of one tile: q ``[B, c, H, D]``, k ``[B, S, G, D]``, v ``[B, S, G, Dv]`` -> ``[B, c, H, Dv]``."""
+    """Attention of one tile: q ``[B, c, H, D]``, k ``[B, G, S, D]``, v ``[B, G, S, Dv]`` -> ``[B, c, H, Dv]``."""
     batch, n_q, n_head, _ = q.shape
-    groups = k.shape[2]
+    groups, n_keys = k.shape[1], k.shape[2]
     rep = n_head // groups
     qg = q.view(batch, n_q, groups, rep, -1).permute(0, 2, 3, 1, 4)  # [B, G, r, c, D]
-    kg = k.permute(0, 2, 1, 3)  # [B, G, S, D]
-    vg = v.permute(0, 2, 1, 3)  # [B, G, S, Dv]
     head_sinks = None if sinks is None else sinks.view(groups, rep)
 
     if selection.slots is None:
         mask = selection.mask.unsqueeze(2)  # [B|1, G|1, 1, c, S]
-        scores = torch.einsum("bgrcd,bgsd->bgrcs", qg, kg) * scale
+        scores = torch.einsum("bgrcd,bgsd->bgrcs", qg, k) * scale
         scores = scores.masked_fill(~mask, float("-inf"))
         probs = _softmax_with_sinks(scores, head_sinks)
-        out = torch.einsum("bgrcs,bgse->bgrce", probs, vg)
+        out = torch.einsum("bgrcs,bgse->bgrce", probs, v)
         computed = selection.mask if selection.computed is None else selection.computed
         valid = computed.expand(batch, groups, n_q, -1)
     else:
         slots = selection.slots.expand(batch, groups, n_q, -1)  # [B, G, c, K]
         n_sel = slots.shape[-1]
-        index = slots.clamp(min=0).reshape(batch, groups, n_q * n_sel, 1)
-        k_sel = torch.gather(kg, 2, index.expand(-1, -1, -1, kg.shape[-1])).view(batch, groups, n_q, n_sel, -1)
-        v_sel = torch.gather(vg, 2, index.expand(-1, -1, -1, vg.shape[-1])).view(batch, groups, n_q, n_sel, -1)
+        # Rows of the flattened [B * G * S, D] keys: one index_select per tile.
+        first_row = torch.arange(batch * groups, device=slots.device).view(batch, groups, 1, 1) * n_keys
+        rows = (slots.clamp(min=0) + first_row).reshape(-1)
+        k_sel = k.reshape(-1, k.shape[-1]).index_select(0, rows).view(batch, groups, n_q, n_sel, -1)
+        v_sel = v.reshape(-1, v.shape[-1]).index_select(0, rows).view(batch, groups, n_q, n_sel, -1)
         valid = slots >= 0
         scores = torch.einsum("bgrcd,bgckd->bgrck", qg, k_sel) * scale
         scores = scores.masked_fill(~valid.unsqueeze(2), float("-inf"))

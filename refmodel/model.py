@@ -77,6 +77,11 @@ class RefModel(nn.Module):
         self.final_norm = ones(spec.d_model, dtype)
         self.lm_head = None if spec.tie_word_embeddings else init_weight(generator, spec.vocab_size, spec.d_model, dtype)
 
+    @property
+    def has_shared_indexer(self) -> bool:
+        """Whether some layer reuses an earlier layer's DSA top-k (IndexShare)."""
+        return any(getattr(layer.spec.selection, "indexer", None) == "shared" for layer in self.layers)
+
     def make_caches(self, batch: int, capacity: int, kv_dtype: str) -> list[LayerCache]:
         """Empty caches of ``batch`` sequences of up to ``capacity`` tokens, one per layer."""
         return [layer.attention.make_cache(batch, capacity, kv_dtype) for layer in self.layers]
@@ -99,6 +104,7 @@ class RefModel(nn.Module):
                 )
 
         ctx.owner_indices = None
+        ctx.share_indices = self.has_shared_indexer
         for index, (layer, cache) in enumerate(zip(self.layers, caches)):
             with counter.in_layer(index):
                 x = layer(ctx, x, cache)
@@ -113,6 +119,3 @@ class RefModel(nn.Module):
                     out = linear(counter, hidden[:, -1], head, None, spec.weight_dtype)
                     counter.add(bytes_written=out.numel() * SCORE_BYTES - activation_bytes(out))
         return hidden, out
-
-    def layer_kind_of(self, index: int) -> str:
-        return self.spec.layer_sequence[index]

@@ -84,18 +84,24 @@ def _topk_slots(scores: torch.Tensor, k: int) -> torch.Tensor:
 
     Forced picks carry +inf and invisible candidates -inf. Among equal scores the most recent
     candidate (highest index) wins, so a selection does not depend on how queries are batched.
-    Ties are common: a DSA key whose ReLU terms are all zero scores exactly 0.
+    Ties are common: a DSA key whose ReLU terms are all zero scores exactly 0. The indices come
+    out in ascending order.
     """
-    k = min(k, scores.shape[-1])
-    kth = torch.topk(scores, k, dim=-1).values[..., -1:]
+    n = scores.shape[-1]
+    k = min(k, n)
+    kth = torch.kthvalue(scores, n - k + 1, dim=-1, keepdim=True).values  # k-th largest
     above = scores > kth
     tied = scores == kth
     # Fill the remaining places with the latest tied candidates.
     room = k - above.sum(dim=-1, keepdim=True)
     latest_first = tied.flip(-1).cumsum(dim=-1).flip(-1)
     chosen = (above | (tied & (latest_first <= room))) & (scores > float("-inf"))
-    flags, slots = torch.topk(chosen.to(torch.int8), k, dim=-1)
-    return torch.where(flags > 0, slots, -1)
+    # Compact the chosen positions into k slots; the rest land in a spare last column.
+    target = torch.where(chosen, chosen.cumsum(dim=-1) - 1, k)
+    slots = torch.full((*scores.shape[:-1], k + 1), -1, dtype=torch.long, device=scores.device)
+    slots.scatter_(-1, target, torch.arange(n, device=scores.device).expand_as(target))
+    slots = slots[..., :k]
+    return slots
 
 
 # ---------------------------------------------------------------------------------------------
