@@ -17,7 +17,9 @@ Each function takes Python ints (exact) or float64 arrays of contexts (see ``ari
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
+from typing import Any, Callable
 
 from ctxsim.counts.arith import (
     ceil_div,
@@ -67,6 +69,36 @@ def decode_span(context: Number) -> Span:
 
 
 # ---------------------------------------------------------------------------------------------
+# Tracing hook for ctxsim.counts.totals
+
+
+class Tracer:
+    """Base of the stand-ins for a Span or PhaseRun with which ``ctxsim.counts.totals`` traces ops."""
+
+    __slots__ = ()
+
+    def trace_sum(self, fn: Callable[..., Number], args: tuple, kwargs: dict[str, Any]) -> Any:
+        raise NotImplementedError
+
+
+def traceable(fn: Callable[..., Number]) -> Callable[..., Number]:
+    """Let ``ctxsim.counts.totals`` replace calls of the span sum ``fn`` by symbols.
+
+    Called with a Tracer among its arguments, the wrapper returns the Tracer's symbol for the
+    call instead of computing it. Every other call runs ``fn`` unchanged.
+    """
+
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Number:
+        for arg in args:
+            if isinstance(arg, Tracer):
+                return arg.trace_sum(fn, args, kwargs)
+        return fn(*args, **kwargs)
+
+    return call
+
+
+# ---------------------------------------------------------------------------------------------
 # Keys attended by one query
 
 
@@ -85,6 +117,7 @@ def keys_at(selection: object, t: int) -> int:
 # Sums over the queries of a span
 
 
+@traceable
 def dense_key_sum(span: Span) -> Number:
     """Sum of t over the span's queries: keys seen before selection."""
     return triangle(span.context) - triangle(span.cached)
@@ -109,6 +142,7 @@ def _msa_key_prefix(selection: MSASelection, x: Number) -> Number:
     return triangle(head) + beyond * full_blocks + partial
 
 
+@traceable
 def selected_key_sum(selection: object, span: Span, masked: bool = False) -> Number:
     """Sum over the span's queries of the keys each one attends.
 
@@ -131,12 +165,14 @@ def _msa_selected_block_prefix(selection: MSASelection, x: Number) -> Number:
     return sum_ceil_div(head, selection.block_size) + selection.topk_blocks * maximum(x - span_tokens, 0)
 
 
+@traceable
 def msa_block_sum(selection: MSASelection, span: Span) -> Number:
     """Sum over the span's queries of ceil(t / block_size): candidate blocks per group."""
     b = selection.block_size
     return sum_ceil_div(span.context, b) - sum_ceil_div(span.cached, b)
 
 
+@traceable
 def msa_selected_block_sum(selection: MSASelection, span: Span) -> Number:
     """Sum over the span's queries of min(ceil(t / block_size), topk_blocks): picked blocks per group."""
     return _msa_selected_block_prefix(selection, span.context) - _msa_selected_block_prefix(selection, span.cached)
@@ -146,6 +182,7 @@ def msa_selected_block_sum(selection: MSASelection, span: Span) -> Number:
 # Sums over the forward passes (chunks) of a span
 
 
+@traceable
 def dense_visible_sum(span: Span) -> Number:
     """Sum over chunks of the keys visible to the chunk: 1 .. its last position.
 
@@ -155,6 +192,7 @@ def dense_visible_sum(span: Span) -> Number:
     return full * span.cached + span.chunk * (full * (full + 1) // 2) + span.context
 
 
+@traceable
 def window_visible_sum(selection: WindowSelection, span: Span) -> Number:
     """Sum over chunks of the keys a banded window kernel loads for the chunk.
 
@@ -172,6 +210,7 @@ def window_visible_sum(selection: WindowSelection, span: Span) -> Number:
     return band_full + sinks_full + band_last + sinks_last
 
 
+@traceable
 def visible_sum(selection: object, span: Span) -> Number:
     """Sum over chunks of the keys a chunk-wise kernel loads: a band for windows, else all keys."""
     if isinstance(selection, WindowSelection):
