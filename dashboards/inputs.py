@@ -12,7 +12,7 @@ from typing import Any
 import streamlit as st
 
 import ctxsim
-from ctxsim.spec import DSASelection, MSASelection, ModelSpec, WindowSelection, Workload
+from ctxsim.spec import DSASelection, MSASelection, ModelSpec, SpecError, WindowSelection, Workload
 from ctxsim.spec.dtypes import KV_DTYPES
 from ctxsim.spec.layers import GQAAttention, MLAAttention
 from ctxsim.spec.variants import DSA_DEFAULTS, MSA_DEFAULTS
@@ -73,10 +73,34 @@ def format_tokens(n: int) -> str:
 # Model
 
 
+def _model_from_state(prefix: str) -> ModelSpec | None:
+    """The model a slot's widgets name now (upload first, then preset), or None when it is invalid."""
+    upload = st.session_state.get(f"{prefix}upload")
+    try:
+        if upload is not None:
+            return api.uploaded_model(upload.name, upload.getvalue())
+        name = st.session_state.get(f"{prefix}model", default("model"))
+        return api.preset(name)
+    except SpecError:
+        return None
+
+
 def _reset_design(prefix: str) -> None:
-    """Forget the design parameters of a slot, so that they restart from the new model's values."""
-    for name in ALL_PARAMS:
-        st.session_state.pop(f"{prefix}{name}", None)
+    """Set a slot's design parameters to the values of its new model and design.
+
+    This is the on_change callback of the model, upload and design widgets. It sets the values
+    through ``st.session_state``, which the browser takes over together with the URL; removing
+    the keys instead would leave the browser's old values in place.
+    """
+    spec = _model_from_state(prefix)
+    label = st.session_state.get(f"{prefix}design", "as released")
+    st.session_state[f"{prefix}n_kv_head"] = 0
+    if spec is None:
+        return
+    defaults = _design_defaults(spec, api.DESIGNS.get(label, "released"))
+    for params in DESIGN_PARAMS.values():
+        for name in params:
+            st.session_state[f"{prefix}{name}"] = max(defaults[name], _MINIMUM.get(name, 1))
 
 
 def model_picker(prefix: str = "", label: str = "Model", preset_default: str | None = None) -> ModelSpec:
@@ -151,14 +175,12 @@ def design_picker(spec: ModelSpec, prefix: str = "", columns: int = 2) -> api.De
     names = DESIGN_PARAMS[kind]
     grid = st.columns(columns) if names else []
     for i, name in enumerate(names):
+        key = f"{prefix}{name}"
+        # The starting value depends on the model, so it is passed only while the widget has no
+        # value yet; afterwards _reset_design sets it, and the URL keeps every value explicitly.
+        start = {} if key in st.session_state else {"value": max(defaults[name], _MINIMUM.get(name, 1))}
         value = grid[i % columns].number_input(
-            name,
-            min_value=_MINIMUM.get(name, 1),
-            value=max(defaults[name], _MINIMUM.get(name, 1)),
-            step=1,
-            key=f"{prefix}{name}",
-            bind=QP,
-            help=_HELP[name],
+            name, min_value=_MINIMUM.get(name, 1), step=1, key=key, bind=QP, help=_HELP[name], **start
         )
         if name in ("dense_first", "dense_every") and value == 0:
             continue

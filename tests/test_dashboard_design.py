@@ -140,3 +140,14 @@ def test_design_page_url_restores_view():
     assert not at.exception, at.exception
     report = ctxsim.estimate("deepseek-v3.2", ctxsim.Workload(context=1048576))
     assert _summary(at)["decode_flops_per_token"] == report.total("decode", "flops")
+
+
+def test_design_page_model_switch_resets_parameters():
+    at = _run(model="glm-5", design="DSA")
+    # GLM-5 indexer: 32 heads; DeepSeek-V3.2 indexer: 64 heads.
+    assert at.get_by_key("index_n_heads").value == 32
+    at.get_by_key("model").set_value("deepseek-v3.2")
+    at.run()
+    assert at.get_by_key("index_n_heads").value == 64
+    report = ctxsim.estimate("deepseek-v3.2", ctxsim.Workload(context=131072))
+    assert _summary(at)["decode_flops_per_token"] == report.total("decode", "flops")
