@@ -74,7 +74,7 @@ def format_tokens(n: int) -> str:
 
 
 def _model_from_state(prefix: str) -> ModelSpec | None:
-    """The model a slot's widgets name now (upload first, then preset), or None when it is invalid."""
+    """Return the model a slot's widgets name now (upload first, then preset), or None when invalid."""
     upload = st.session_state.get(f"{prefix}upload")
     try:
         if upload is not None:
@@ -177,7 +177,7 @@ def design_picker(spec: ModelSpec, prefix: str = "", columns: int = 2) -> api.De
     for i, name in enumerate(names):
         key = f"{prefix}{name}"
         # The starting value depends on the model, so it is passed only while the widget has no
-        # value yet; afterwards _reset_design sets it, and the URL keeps every value explicitly.
+        # value yet. Afterwards _reset_design sets it, and the URL keeps every value explicitly.
         start = {} if key in st.session_state else {"value": max(defaults[name], _MINIMUM.get(name, 1))}
         value = grid[i % columns].number_input(
             name, min_value=_MINIMUM.get(name, 1), step=1, key=key, bind=QP, help=_HELP[name], **start

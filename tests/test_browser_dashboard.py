@@ -69,9 +69,9 @@ def test_browser_model_switch_keeps_link_true(browser_page):
     wait_for_page(page)
     # DeepSeek-V3.2's indexer has 64 heads; the page and a reload of its link must agree.
     assert _number(page, "index_n_heads") == "64"
-    shown = _metric(page, "Decode FLOPs per token")
+    decode_flops = _metric(page, "Decode FLOPs per token")
 
     page.goto(page.url)
     wait_for_page(page)
     assert _number(page, "index_n_heads") == "64"
-    assert _metric(page, "Decode FLOPs per token") == shown
+    assert _metric(page, "Decode FLOPs per token") == decode_flops
