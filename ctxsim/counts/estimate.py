@@ -17,11 +17,13 @@ from ctxsim.counts.conventions import ACTIVATION_BYTES
 from ctxsim.counts.ffn import embed_op, ffn_ops, head_ops
 from ctxsim.counts.keys import Span, decode_span, make_span
 from ctxsim.counts.memory import check_kv_dtype, kv_memory
+from ctxsim.counts.parallel import TRAFFIC_DEFINITION, parallel_counts
 from ctxsim.counts.phase import PhaseRun
 from ctxsim.counts.report import CostReport, Number, Op, _plain
 from ctxsim.spec.errors import SpecError
 from ctxsim.spec.load import load_model
 from ctxsim.spec.model import ModelSpec
+from ctxsim.spec.plan import ParallelPlan
 from ctxsim.spec.workload import Workload
 
 
@@ -107,8 +109,10 @@ def estimate(
     ``model`` is a ModelSpec or a preset name or path. ``context`` overrides
     ``workload.context``; a numpy array of contexts gives float64 arrays in every count, equal
     to the int results to about 1e-15 relative. Single estimates are exact Python ints.
-    ``plan`` is stored on the report; NOTE: counts are per device as if on one device until
-    parallel plans are counted.
+    ``plan`` is stored on the report. The ops and ``kv_cache`` stay those of the whole model on
+    one device; with a ``ParallelPlan`` and an int context, ``extras["parallel"]`` also holds the
+    per-device weights, KV, activations and collective traffic (``ctxsim.counts.parallel``), and
+    an invalid plan raises SpecError.
     """
     spec = model if isinstance(model, ModelSpec) else load_model(model)
     n = workload.context if context is None else _check_contexts(context, workload)
@@ -127,6 +131,10 @@ def estimate(
     peak = activation_peak(spec, workload, kv_dtype, n, prefill)
     report = CostReport(spec.name, workload, prefill + decode, kv, spec.weight_bytes(), peak, plan)
     report.extras["context"] = n
+    if isinstance(plan, ParallelPlan):
+        if is_array(n):
+            raise SpecError("per-device counts take one context: pass an int context with a ParallelPlan")
+        report.extras["parallel"] = parallel_counts(spec, workload, plan, n)
     return report
 
 
@@ -176,4 +184,9 @@ def report_to_dict(report: CostReport) -> dict[str, Any]:
         }
         out["decode"] = {k: _plain(v) for k, v in {**step, **per_token}.items()}
     out["ops"] = [op.to_dict() for op in report.ops]
+    parallel = report.extras.get("parallel")
+    if parallel is not None:
+        out["parallel"] = parallel.to_dict()
+        out["per_device"] = [device.to_dict() for device in parallel.devices]
+        out["traffic"] = {"bytes_per_step": parallel.traffic_bytes_per_step, "definition": TRAFFIC_DEFINITION}
     return out

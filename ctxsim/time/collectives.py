@@ -32,8 +32,9 @@ COLLECTIVES = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all", "broa
 # Parallel groups a collective op can run in, longest name first so that prefix matching is exact.
 GROUPS = ("layer_split", "tp", "pp", "ep", "dp", "cp")
 
-# Other spellings of collectives in op names.
-_ALIASES = {"dispatch": "all_to_all", "combine": "all_to_all", "send": "send_recv", "recv": "send_recv", "p2p": "send_recv"}
+# Other spellings of collectives in op names. comm.cp_kv moves the volume of an all-gather in
+# either cp mode (a ring passes every rank's block to every other rank).
+_ALIASES = {"dispatch": "all_to_all", "combine": "all_to_all", "kv": "all_gather", "send": "send_recv", "recv": "send_recv", "p2p": "send_recv"}
 
 # Bandwidth factor and ring steps (latency terms) of each collective on n ranks.
 _FACTOR = {

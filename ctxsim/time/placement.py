@@ -109,7 +109,10 @@ def device_report(spec: ModelSpec, workload: Workload, plan: ParallelPlan) -> Co
         )
     local = workload.model_copy(update={"batch": replica_batch(workload.batch, plan.dp)})
     sharded = shard_model(spec, plan.tp)
-    report = estimate(sharded, local, plan)
+    # The sharded model is counted as one device; the plan is attached afterwards so that
+    # estimate() does not count the plan's devices again on an already sharded model.
+    report = estimate(sharded, local)
+    report.plan = plan
     report.model = spec.name
     report.ops = _insert_after_layers(report.ops, tp_all_reduce_ops(sharded, report, plan.tp))
     return report
