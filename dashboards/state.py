@@ -31,6 +31,7 @@ DEFAULTS: dict[str, Any] = {
     "n_kv_head": 0,
     "points": 60,
     "breakdown": "flops",
+    "op_phase": "decode",
     "window": 4096,
     "sink_tokens": 0,
     "index_n_heads": 64,

@@ -151,3 +151,17 @@ def test_design_page_model_switch_resets_parameters():
     assert at.get_by_key("index_n_heads").value == 64
     report = ctxsim.estimate("deepseek-v3.2", ctxsim.Workload(context=131072))
     assert _summary(at)["decode_flops_per_token"] == report.total("decode", "flops")
+
+
+def test_design_page_indexer_overtakes_core():
+    at = _run(model="deepseek-v3.2", op_phase="decode")
+    tables = [d.value for d in at.dataframe if "overtakes" in d.value.columns]
+    assert len(tables) == 1
+    crossings = tables[0]
+    row = crossings[(crossings["op"] == "attn.indexer.score") & (crossings["overtakes"] == "attn.core")]
+    assert len(row) == 1
+    # Per decode token and layer, per key: the indexer scores 64 heads x 2 x 128 FLOPs plus ReLU
+    # (64) and the head weighting (2 x 64) = 16,576; the absorbed core over the top-2048 keys costs
+    # 128 heads x 2 x (576 + 512) plus softmax (5 x 128) = 279,168. Equal at N = 279,168 x 2048 /
+    # 16,576. The page interpolates between 60 sweep points, hence the 2% tolerance.
+    assert row["context"].item() == pytest.approx(279_168 * 2048 / 16_576, rel=0.02)

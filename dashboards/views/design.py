@@ -27,6 +27,10 @@ with export.stop_on_bad_input():
             "sweep points", min_value=20, max_value=400, value=default("points"), step=10, key="points", bind="query-params",
             help="Contexts in the sweep, spaced evenly on the log axis.",
         )
+        op_phase = st.segmented_control(
+            "per-op chart and crossovers", ["decode", "prefill"], default=default("op_phase"), key="op_phase",
+            bind="query-params", help="Phase whose FLOPs per token the per-op chart and the crossovers follow.",
+        ) or default("op_phase")
     spec = api.apply_design(base, design)
     workload = Workload(context=context, **workload_args)
     report = api.point(spec, workload)
@@ -52,7 +56,7 @@ flops = wide.melt(
     value_name="flops_per_token",
 )
 flops["phase"] = flops["phase"].map({"prefill_flops_per_token": "prefill (mean)", "decode_flops_per_token": "decode"})
-found = analysis.crossovers(ops, "decode")
+found = analysis.crossovers(ops, op_phase)
 crossing_marks = [Marker(row.context, f"{row.op} overtakes {row.overtakes}") for row in found.itertuples()]
 
 left, right = st.columns(2)
@@ -75,14 +79,14 @@ with right:
         ),
         f"{spec.name}-decode-bytes", "reads",
     )
-    decode_ops = ops[ops["phase"] == "decode"]
-    major = decode_ops[decode_ops["op"].isin(analysis.major_ops(ops, "decode"))]
+    phase_ops = ops[ops["phase"] == op_phase]
+    major = phase_ops[phase_ops["op"].isin(analysis.major_ops(ops, op_phase))]
     export.chart(
         LineChart(
-            major, "context", "flops_per_token", "op", "Decode FLOPs per token by op",
+            major, "context", "flops_per_token", "op", f"{op_phase.capitalize()} FLOPs per token by op",
             "context (tokens)", "FLOPs", markers=chosen + crossing_marks,
         ),
-        f"{spec.name}-decode-ops", "decode_ops",
+        f"{spec.name}-{op_phase}-ops", "phase_ops",
     )
 
 # Per-op breakdown at the chosen context.
@@ -102,7 +106,7 @@ export.chart(
     f"{spec.name}-breakdown-{quantity}", "breakdown",
 )
 
-st.subheader("Crossovers (decode FLOPs)")
+st.subheader(f"Crossovers ({op_phase} FLOPs per token)")
 if found.empty:
     st.caption("No op overtakes another between the sweep ends.")
 export.table(found, f"{spec.name}-crossovers", "crossovers", caption="Context where op rises above overtakes.")
