@@ -15,12 +15,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import streamlit as st
+from pydantic import ValidationError
 
 import ctxsim
-from ctxsim.time import device_report, shard_model
-from dashboards.export import to_yaml
 from ctxsim.spec import ModelSpec, SpecError, Workload
+from ctxsim.spec.errors import format_validation_error
 from ctxsim.spec.variants import selection_pattern, with_kv_heads, with_selection
+from ctxsim.time import device_report, shard_model
+
+from dashboards.export import to_yaml
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +194,19 @@ def spec_yaml(spec: ModelSpec) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Hardware and time
+# Hardware, plans and time
+
+
+def make_plan(values: dict) -> ctxsim.ParallelPlan:
+    """Validate a ParallelPlan from widget values, raising SpecError with a one-line message."""
+    try:
+        return ctxsim.ParallelPlan(**values)
+    except ValidationError as err:
+        first = err.errors()[0]
+        if not first.get("loc"):
+            # A rule across fields (such as ep against tp) has no field to name.
+            raise SpecError(f"invalid plan: {first['msg'].removeprefix('Value error, ')}") from None
+        raise SpecError(format_validation_error(err, "plan")) from None
 
 
 @st.cache_data(show_spinner=False)

@@ -12,7 +12,7 @@ from typing import Any
 import streamlit as st
 
 import ctxsim
-from ctxsim.spec import DSASelection, MSASelection, ModelSpec, SpecError, WindowSelection, Workload
+from ctxsim.spec import DSASelection, MSASelection, ModelSpec, ParallelPlan, SpecError, WindowSelection, Workload
 from ctxsim.spec.dtypes import KV_DTYPES
 from ctxsim.spec.layers import GQAAttention, MLAAttention
 from ctxsim.spec.variants import DSA_DEFAULTS, MSA_DEFAULTS
@@ -269,3 +269,68 @@ def workload_picker(specs: list[ModelSpec], prefix: str = "") -> dict[str, Any]:
         "kv_policy": kv_policy,
         "page_size": int(page_size),
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# Hardware and parallel plan
+
+
+def hardware_picker(key: str = "hardware", upload_key: str = "hw_upload", label: str = "hardware") -> "ctxsim.HardwareProfile":
+    """Show a hardware select box and a profile upload; return the uploaded profile if any, else the chosen one.
+
+    Raises SpecError for an invalid upload.
+    """
+    names = ctxsim.hardware_names()
+    initial = default(key)
+    name = st.selectbox(
+        label,
+        names,
+        index=names.index(initial) if initial in names else 0,
+        key=key,
+        bind=QP,
+        help="Accelerator profile: peak rates, memory, links and efficiency priors, each with its source.",
+    )
+    upload = st.file_uploader(
+        "or upload a hardware profile YAML (for example a calibrated one)",
+        key=upload_key,
+        help="A hardware profile YAML; it replaces the shipped profile while uploaded.",
+    )
+    if upload is not None:
+        profile = api.uploaded_hardware(upload.name, upload.getvalue())
+        st.caption(f"Using the uploaded profile {profile.name}; remove it to use {name}.")
+        return profile
+    return api.hardware(name)
+
+
+def plan_picker() -> tuple[int, ParallelPlan]:
+    """Device count and parallel plan; raises SpecError for a plan that is invalid or of another size."""
+    devices = st.number_input(
+        "devices", min_value=1, value=default("gpus"), step=1, key="gpus", bind=QP,
+        help="Devices that serve the model; the plan's tp x pp x dp x cp must equal it.",
+    )
+    grid = st.columns(3)
+    values: dict[str, Any] = {}
+    for i, name in enumerate(("tp", "pp", "ep", "dp", "cp", "layer_split")):
+        values[name] = int(
+            grid[i % 3].number_input(
+                name, min_value=1, value=default(name), step=1, key=name, bind=QP, help=field_help(ParallelPlan, name)
+            )
+        )
+    with st.expander("plan options"):
+        values["attention_dp"] = st.checkbox(
+            "attention_dp", value=default("attention_dp"), key="attention_dp", bind=QP,
+            help=field_help(ParallelPlan, "attention_dp"),
+        )
+        for name, options in (
+            ("ep_mode", ["auto", "all_to_all", "all_gather"]),
+            ("cp_mode", ["ring", "all_gather"]),
+            ("cp_sharding", ["zigzag", "contiguous"]),
+        ):
+            values[name] = st.selectbox(name, options, key=name, bind=QP, help=field_help(ParallelPlan, name))
+    plan = api.make_plan(values)
+    if plan.world_size != devices:
+        raise SpecError(
+            f"plan tp {plan.tp} x pp {plan.pp} x dp {plan.dp} x cp {plan.cp} = {plan.world_size} devices, "
+            f"but devices is {devices}: change the degrees or the device count"
+        )
+    return int(devices), plan

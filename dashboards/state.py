@@ -59,6 +59,8 @@ DEFAULTS: dict[str, Any] = {
     "ep": 1,
     "dp": 1,
     "cp": 1,
+    "layer_split": 1,
+    "attention_dp": False,
     "chunk_size": 8192,
     "memory_fraction": 0.9,
     "overlap": 0.0,

@@ -8,7 +8,7 @@ pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 import ctxsim  # noqa: E402
-from ctxsim.cli.common import human_seconds  # noqa: E402
+from ctxsim.cli.common import human_bytes, human_seconds  # noqa: E402
 from ctxsim.time import device_report, shard_model  # noqa: E402
 from dashboards.inputs import format_tokens  # noqa: E402
 
@@ -46,6 +46,9 @@ def test_deploy_default_matches_api():
     capacity = ctxsim.capacity_from_report(report, "h200", memory_fraction=0.9)
     times = ctxsim.estimate_time(report, "h200", total_batch=1, model=spec)
     memory = _table(at, "kv_budget_bytes").iloc[0]
+    assert _metrics(at)["busiest device memory"] == human_bytes(
+        ctxsim.estimate(spec, workload, plan).extras["parallel"].busiest().memory_bytes
+    )
     # The MLA latent and the DSA index key are replicated on every tp rank: 61 layers x
     # ((512 + 64) x 2 B + 128 x 2 B) in bf16, times 131,072 tokens.
     assert memory["kv_bytes_per_sequence"] == 61 * ((512 + 64) * 2 + 128 * 2) * 131072
@@ -73,9 +76,24 @@ def test_deploy_plan_mismatch_shows_error():
     assert not at.metric
 
 
-def test_deploy_unmodelled_plan_shows_error():
+def test_deploy_pipeline_memory_per_device():
     at = _run(tp=4, pp=2)
-    assert any("pp=2 is not modelled" in e.value for e in at.error)
+    # The time model covers tp and dp only, so the page warns and still shows memory.
+    assert any("pp=2 is not modelled" in w.value for w in at.warning)
+    plan = ctxsim.ParallelPlan(tp=4, pp=2)
+    workload = ctxsim.Workload(context=131072, chunk_size=8192)
+    parallel = ctxsim.estimate("deepseek-v3.2", workload, plan).extras["parallel"]
+    devices = _table(at, "kv_cache_bytes").set_index("rank")
+    assert len(devices) == 8
+    for device in parallel.devices:
+        assert devices.loc[device.rank, "memory_bytes"] == device.memory_bytes
+    # DeepSeek-V3.2 has 61 layers: the first stage gets 31 (61 % 2 = 1 extra), the second 30.
+    assert sorted(set(devices["kv_layers"])) == [30, 31]
+
+
+def test_deploy_invalid_plan_shows_error():
+    at = _run(tp=4, gpus=4, ep=3)
+    assert any("invalid plan: ep 3" in e.value for e in at.error)
     assert not at.metric
 
 

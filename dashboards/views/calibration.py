@@ -4,14 +4,12 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-import ctxsim
 from ctxsim.cli.common import human_bytes, human_count, human_seconds
 from ctxsim.spec.hardware import COMPUTE_KINDS, HardwareProfile
 
-from dashboards import export
-from dashboards.api import hardware, uploaded_hardware
+from dashboards import export, inputs
 from dashboards.charts import BarChart, LineChart
-from dashboards.state import default, field_help
+from dashboards.state import field_help
 
 # Arithmetic intensities of the roofline chart, in FLOPs per byte.
 INTENSITIES = np.geomspace(0.1, 1e4, 120)
@@ -24,16 +22,7 @@ st.caption(
 
 with export.stop_on_bad_input():
     with st.sidebar:
-        names = ctxsim.hardware_names()
-        name = st.selectbox(
-            "profile", names, index=names.index(default("profile")), key="profile", bind="query-params",
-            help="A shipped hardware profile.",
-        )
-        upload = st.file_uploader(
-            "or load a profile YAML (for example a calibrated one)", key="profile_upload",
-            help="A hardware profile YAML; it replaces the shipped profile while uploaded.",
-        )
-    profile: HardwareProfile = uploaded_hardware(upload.name, upload.getvalue()) if upload is not None else hardware(name)
+        profile = inputs.hardware_picker(key="profile", upload_key="profile_upload", label="profile")
 
 provenance = profile.provenance
 st.subheader(f"{profile.name}: {profile.description}")
