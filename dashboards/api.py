@@ -7,6 +7,8 @@ pydantic models, which Streamlit hashes by value.
 
 from __future__ import annotations
 
+import io
+import json
 import logging
 import tempfile
 from dataclasses import dataclass
@@ -313,3 +315,45 @@ def plan_search(
             status = "infeasible"
         rows.append({"plan": plan.describe(), "status": status, **plan.to_dict()})
     return pd.DataFrame(rows), list(result.shortfall), result.to_dict()["searched"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Calibration cases
+
+# Columns a table of validation cases needs: the keys of ctxsim.calibrate's Case.to_dict.
+CASE_COLUMNS = ("measured_s", "predicted_s")
+
+
+@st.cache_data(show_spinner=False)
+def cases_table(file_name: str, data: bytes) -> pd.DataFrame:
+    """Read validation cases (measured and predicted times) from a JSON or CSV upload.
+
+    JSON is a list of case objects, or an object whose ``cases`` key holds that list; CSV has one
+    case per row. Each case needs ``measured_s`` and ``predicted_s`` (positive seconds); the
+    other keys of a case (design, phase, context, batch) are kept. Raises SpecError otherwise.
+    """
+    suffix = Path(file_name).suffix.lower()
+    try:
+        if suffix == ".json":
+            loaded = json.loads(data.decode())
+            rows = loaded.get("cases") if isinstance(loaded, dict) else loaded
+            if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+                raise SpecError(f"upload {file_name}: expected a list of case objects (or {{'cases': [...]}})")
+            table = pd.DataFrame(rows)
+        elif suffix == ".csv":
+            table = pd.read_csv(io.BytesIO(data))
+        else:
+            raise SpecError(f"upload {file_name}: unsupported file type '{suffix}'; upload the cases as .json or .csv")
+    except (UnicodeDecodeError, json.JSONDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise SpecError(f"upload {file_name}: unreadable cases ({type(err).__name__}); upload JSON or CSV text") from None
+
+    missing = [c for c in CASE_COLUMNS if c not in table.columns]
+    if missing or table.empty:
+        raise SpecError(f"upload {file_name}: cases need the columns {', '.join(CASE_COLUMNS)}; missing {', '.join(missing) or 'rows'}")
+    for column in CASE_COLUMNS:
+        values = pd.to_numeric(table[column], errors="coerce")
+        if values.isna().any() or (values <= 0).any():
+            raise SpecError(f"upload {file_name}: '{column}' must be positive seconds in every case")
+        table[column] = values
+    table["error"] = (table["predicted_s"] - table["measured_s"]) / table["measured_s"]
+    return table

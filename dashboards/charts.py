@@ -49,6 +49,7 @@ class LineChart:
     markers: list[Marker] = field(default_factory=list)
     x_ticks: list[float] | None = field(default_factory=lambda: list(DECADES))
     points: bool = False  # draw points instead of lines (a scatter such as the Pareto chart)
+    diagonal: bool = False  # add the line y = x (predicted against measured)
 
     def vega(self) -> dict:
         x_scale = {"type": "log"} if self.log_x else {}
@@ -67,6 +68,18 @@ class LineChart:
             },
         }
         layers = [lines]
+        if self.diagonal:
+            low, high = self._diagonal_ends()
+            layers.append(
+                {
+                    "data": {"values": [{self.x: low, self.y: low}, {self.x: high, self.y: high}]},
+                    "mark": {"type": "line", "color": "gray", "strokeDash": [2, 2]},
+                    "encoding": {
+                        "x": {"field": self.x, "type": "quantitative"},
+                        "y": {"field": self.y, "type": "quantitative"},
+                    },
+                }
+            )
         if self.markers:
             values = [{"x": m.x, "label": m.label} for m in self.markers]
             layers.append(
@@ -88,6 +101,9 @@ class LineChart:
                 ax.plot(group[self.x], group[self.y], label=str(name))
         for marker in self.markers:
             ax.axvline(marker.x, color="gray", linestyle="--" if marker.dashed else "-", linewidth=0.8)
+        if self.diagonal:
+            low, high = self._diagonal_ends()
+            ax.plot([low, high], [low, high], color="gray", linestyle=":", linewidth=0.8)
         if self.log_x:
             ax.set_xscale("log")
         if self.log_y:
@@ -98,6 +114,10 @@ class LineChart:
         ax.legend(fontsize="small")
         ax.grid(True, which="major", alpha=0.3)
         return _to_png(fig)
+
+    def _diagonal_ends(self) -> tuple[float, float]:
+        values = pd.concat([self.data[self.x], self.data[self.y]])
+        return float(values.min()), float(values.max())
 
 
 @dataclass

@@ -1,5 +1,6 @@
 """Calibration page: it shows what a hardware profile contains, from a shipped name or an upload."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -69,3 +70,54 @@ def test_calibration_invalid_upload(name, content):
     at = _run_upload(name, content)
     assert any(f"upload {name}" in e.value for e in at.error)
     assert not at.metric
+
+
+CASES = {
+    "cases": [
+        {"design": "gqa", "phase": "prefill", "context": 1024, "measured_s": 0.010, "predicted_s": 0.012},
+        {"design": "gqa", "phase": "decode", "context": 4096, "measured_s": 0.002, "predicted_s": 0.0018},
+        {"design": "mla", "phase": "prefill", "context": 16384, "measured_s": 0.200, "predicted_s": 0.250},
+    ]
+}
+
+
+def _run_cases(name: str, content: bytes) -> AppTest:
+    at = AppTest.from_file(str(PAGE), default_timeout=60)
+    at.run()
+    at.get_by_key("cases_upload").upload(name, content)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_calibration_cases_errors():
+    at = _run_cases("cases.json", json.dumps(CASES).encode())
+    metrics = {m.label: m.value for m in at.metric}
+    # Relative errors: +0.2, -0.1, +0.25; mean of the absolute values 0.55 / 3 = 18.3%.
+    assert metrics["cases"] == "3"
+    assert metrics["mean absolute error"] == "18.3%"
+    assert metrics["largest absolute error"] == "25.0%"
+    table = [d.value for d in at.dataframe if "predicted_s" in d.value.columns][0]
+    assert list(table["error"].round(12)) == [0.2, -0.1, 0.25]
+
+
+def test_calibration_cases_csv():
+    at = _run_cases("cases.csv", b"measured_s,predicted_s\n0.5,0.4\n")
+    assert {m.label: m.value for m in at.metric}["mean absolute error"] == "20.0%"
+
+
+@pytest.mark.parametrize(
+    "name, content, fragment",
+    [
+        ("cases.csv", b"a,b\n1,2\n", "need the columns measured_s, predicted_s"),
+        ("cases.json", b'{"cases": 3}', "expected a list of case objects"),
+        ("cases.json", b"[{", "unreadable cases"),
+        ("cases.csv", b"measured_s,predicted_s\n0,1\n", "must be positive seconds"),
+        ("cases.txt", b"x", "unsupported file type"),
+    ],
+)
+def test_calibration_invalid_cases_keep_page(name, content, fragment):
+    at = _run_cases(name, content)
+    assert any(fragment in e.value for e in at.error)
+    # The profile's own sections still render.
+    assert _efficiency(at).loc["gemm", "compute"] == ctxsim.load_hardware("h200").efficiency.gemm.compute

@@ -5,9 +5,10 @@ import pandas as pd
 import streamlit as st
 
 from ctxsim.cli.common import human_bytes, human_count, human_seconds
+from ctxsim.spec import SpecError
 from ctxsim.spec.hardware import COMPUTE_KINDS, HardwareProfile
 
-from dashboards import export, inputs
+from dashboards import api, export, inputs
 from dashboards.charts import BarChart, LineChart
 from dashboards.state import field_help
 
@@ -78,12 +79,48 @@ export.table(efficiency, f"{profile.name}-efficiency", "efficiency_table", capti
 
 st.subheader("Predicted against measured")
 if provenance.kind == "calibration":
-    st.info(
-        f"Calibrated on {provenance.device} ({', '.join(f'{k} {v}' for k, v in provenance.software.items())}). "
-        "The per-case predicted and measured times are shown here once calibrated profiles carry them."
-    )
+    st.info(f"Calibrated on {provenance.device} ({', '.join(f'{k} {v}' for k, v in provenance.software.items())}).")
 else:
-    st.info("This profile holds datasheet priors, not a calibration run: there are no measurements to compare.")
+    st.info("This profile holds datasheet priors, not a calibration run: measured times come from a calibration.")
+cases_upload = st.file_uploader(
+    "validation cases (JSON or CSV with measured_s and predicted_s per case)", key="cases_upload",
+    help="Held-out layer runs: measured time, and the time this profile predicts for them.",
+)
+cases = None
+if cases_upload is not None:
+    try:
+        cases = api.cases_table(cases_upload.name, cases_upload.getvalue())
+    except SpecError as err:
+        # Only this section depends on the upload, so the rest of the page stays.
+        export.show_error(err)
+if cases is not None:
+    color = "design" if "design" in cases.columns else None
+    if color is None:
+        cases = cases.assign(design="case")
+        color = "design"
+    columns = st.columns(3)
+    columns[0].metric("cases", f"{len(cases):,}")
+    columns[1].metric("mean absolute error", f"{cases['error'].abs().mean():.1%}")
+    columns[2].metric("largest absolute error", f"{cases['error'].abs().max():.1%}")
+    left, right = st.columns(2)
+    with left:
+        export.chart(
+            LineChart(
+                cases, "measured_s", "predicted_s", color, "Predicted against measured", "measured (s)", "predicted (s)",
+                x_ticks=None, points=True, diagonal=True,
+            ),
+            f"{profile.name}-cases", "cases",
+        )
+    if "context" in cases.columns:
+        with right:
+            export.chart(
+                LineChart(
+                    cases, "context", "error", color, "Relative error against context", "context (tokens)",
+                    "(predicted - measured) / measured", log_y=False, x_ticks=None, points=True,
+                ),
+                f"{profile.name}-case-errors", "case_errors",
+            )
+    export.table(cases, f"{profile.name}-cases", "cases_table")
 
 st.subheader("Peaks, memory and links")
 peaks = pd.DataFrame({"dtype": list(profile.peak_flops), "peak_flops_per_s": list(profile.peak_flops.values())})
