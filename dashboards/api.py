@@ -328,7 +328,7 @@ CASE_COLUMNS = ("measured_s", "predicted_s")
 def cases_table(file_name: str, data: bytes) -> pd.DataFrame:
     """Read validation cases (measured and predicted times) from a JSON or CSV upload.
 
-    JSON is a list of case objects, or an object whose ``cases`` key holds that list; CSV has one
+    JSON is a list of case objects, or an object whose ``cases`` key contains that list; CSV has one
     case per row. Each case needs ``measured_s`` and ``predicted_s`` (positive seconds); the
     other keys of a case (design, phase, context, batch) are kept. Raises SpecError otherwise.
     """

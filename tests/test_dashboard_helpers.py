@@ -103,3 +103,12 @@ def test_grouped_bar_png():
     chart = BarChart(data, "kind", "v", "which", "t", "fraction", stacked=False)
     assert chart.png().startswith(PNG_MAGIC)
     assert chart.vega()["layer"][0]["encoding"]["xOffset"] == {"field": "which", "type": "nominal"}
+
+
+def test_diagonal_spans_both_axes():
+    data = pd.DataFrame({"measured_s": [0.5, 2.0], "predicted_s": [0.25, 1.0], "design": ["a", "a"]})
+    chart = LineChart(data, "measured_s", "predicted_s", "design", "t", "m", "p", x_ticks=None, points=True, diagonal=True)
+    line = chart.vega()["layer"][1]["data"]["values"]
+    # From the smallest to the largest value on either axis: 0.25 to 2.0.
+    assert line == [{"measured_s": 0.25, "predicted_s": 0.25}, {"measured_s": 2.0, "predicted_s": 2.0}]
+    assert chart.png().startswith(PNG_MAGIC)
