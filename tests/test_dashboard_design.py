@@ -165,3 +165,16 @@ def test_design_page_indexer_overtakes_core():
     # 128 heads x 2 x (576 + 512) plus softmax (5 x 128) = 279,168. Equal at N = 279,168 x 2048 /
     # 16,576. The page interpolates between 60 sweep points, hence the 2% tolerance.
     assert row["context"].item() == pytest.approx(279_168 * 2048 / 16_576, rel=0.02)
+
+
+def test_design_page_hf_config_upload():
+    fixture = Path(__file__).resolve().parent / "fixtures" / "hf_configs" / "glm-5.2.json"
+    at = AppTest.from_file(str(PAGE), default_timeout=60)
+    at.run()
+    at.get_by_key("upload").upload("config.json", fixture.read_bytes())
+    at.run()
+    assert not at.exception, at.exception
+    assert not at.error
+    # The imported GLM-5.2 config caches like the preset: 78 x 1,152 B latent + 21 x 256 B index
+    # keys per token in bf16, at the default 131,072 tokens.
+    assert _summary(at)["kv_bytes_per_sequence"] == (78 * 1152 + 21 * 256) * 131072
