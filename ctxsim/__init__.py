@@ -12,6 +12,7 @@ hidden width, ``n_head`` query heads, ``n_kv_head`` key/value heads, ``head_dim`
 from ctxsim.counts import CostReport, estimate
 from ctxsim.spec import ModelSpec, ParallelPlan, SpecError, Workload, load_model, preset_names
 from ctxsim.spec.hardware import HardwareProfile, hardware_names, load_hardware
+from ctxsim.sweep import sweep
 from ctxsim.time import TimeReport, capacity_from_report, estimate_time, max_context_for, size
 
 __version__ = "0.1.0"
@@ -33,4 +34,5 @@ __all__ = [
     "max_context_for",
     "preset_names",
     "size",
+    "sweep",
 ]

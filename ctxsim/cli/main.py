@@ -16,6 +16,8 @@ SUBCOMMAND_MODULES = [
     "ctxsim.cli.hardware",
     "ctxsim.cli.size",
     "ctxsim.cli.verify",
+    "ctxsim.cli.sweep",
+    "ctxsim.cli.plot",
 ]
 
 

@@ -213,26 +213,40 @@ def _run(spec: ModelSpec, workload: Workload, phase: str, span: Any, batch: Any,
 
 @dataclass(slots=True)
 class PhaseTrace:
-    """The ops of one phase with polynomial fields, and the span sums their symbols stand for."""
+    """The ops of one phase with polynomial fields, and the span sums their symbols stand for.
+
+    ``ops`` are the model's ops (``model_ops``); ``extra_ops`` come from the caller's builder,
+    such as the collectives of a parallel plan, and count in the phase totals only.
+    """
 
     phase: str
     ops: list[Op]
+    extra_ops: list[Op]
     sums: list[TracedSum]
 
 
-def trace_phase(spec: ModelSpec, workload: Workload, phase: str, kv_dtype: str) -> PhaseTrace:
-    """Run the op builders of ``phase`` on a traced span and batch (see the module docstring)."""
+ExtraOps = Callable[[PhaseRun], list[Op]]
+
+_OP_FIELDS = ("matmul_flops", "other_flops", "bytes_read", "bytes_written", "weight_bytes_read",
+              "kv_bytes_read", "kv_bytes_written")
+
+
+def trace_phase(spec: ModelSpec, workload: Workload, phase: str, kv_dtype: str, extra_ops: ExtraOps | None = None) -> PhaseTrace:
+    """Run the op builders of ``phase`` on a traced span and batch (see the module docstring).
+
+    ``extra_ops(run)`` builds more ops of the phase from the same traced run.
+    """
     span = SymbolicSpan()
     run = _run(spec, workload, phase, span, Poly.symbol("B"), kv_dtype, TracedRun)
     try:
         ops = model_ops(spec, run)
+        extra = extra_ops(run) if extra_ops is not None else []
     except TypeError as err:
         raise TraceError(f"tracing the {phase} ops of {spec.name} failed: {err}") from err
-    for op in ops:
-        for name in ("matmul_flops", "other_flops", "bytes_read", "bytes_written", "weight_bytes_read",
-                     "kv_bytes_read", "kv_bytes_written"):
+    for op in ops + extra:
+        for name in _OP_FIELDS:
             setattr(op, name, _poly(getattr(op, name)))
-    return PhaseTrace(phase, ops, span.sums)
+    return PhaseTrace(phase, ops, extra, span.sums)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -423,7 +437,7 @@ def _phase_polys(trace: PhaseTrace, by_kind: bool) -> dict[str, Poly]:
     phase = trace.phase
     polys = {f"{phase}_{q}": Poly({}) for q in QUANTITIES}
     kinds: dict[str, Poly] = {}
-    for op in trace.ops:
+    for op in trace.ops + trace.extra_ops:
         count = op.count
         flops = (op.matmul_flops + op.other_flops) * count
         polys[f"{phase}_flops"] += flops
@@ -462,9 +476,15 @@ class Totals:
     - ``kv_bytes_per_sequence``, ``kv_{main,indexer,window}_bytes_per_sequence`` and
       ``kv_bytes_per_device`` (the batch's);
     - ``weights_bytes`` and ``activation_peak_bytes``, as ``estimate`` counts them.
+
+    ``extra_ops(run)``, given a traced PhaseRun, returns ops to add to each phase's totals (for
+    example a plan's collectives). Their fields must be integer polynomials in ``run.batch``,
+    ``run.rows`` and ``run.forwards``; the activation peak leaves them out, as ``estimate`` does.
     """
 
-    def __init__(self, model: ModelSpec | str, workload: Workload, *, by_kind: bool = False):
+    def __init__(
+        self, model: ModelSpec | str, workload: Workload, *, by_kind: bool = False, extra_ops: ExtraOps | None = None
+    ):
         self.spec = model if isinstance(model, ModelSpec) else load_model(model)
         self.workload = workload
         self.kv_dtype = workload.kv_dtype or self.spec.kv_dtype
@@ -473,7 +493,7 @@ class Totals:
         self.weights_bytes = self.spec.weight_bytes()
 
         # The activation peak comes from prefill ops even for a decode-only workload, as in estimate.
-        self.traces = {p: trace_phase(self.spec, workload, p, self.kv_dtype) for p in ("prefill", "decode")}
+        self.traces = {p: trace_phase(self.spec, workload, p, self.kv_dtype, extra_ops) for p in ("prefill", "decode")}
         self._phase_sets = {
             phase: _Compiled(_phase_polys(self.traces[phase], by_kind), self._batch_symbols(self.traces[phase]))
             for phase in self.phases

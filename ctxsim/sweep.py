@@ -1,0 +1,458 @@
+"""Sweeps: one tidy pandas DataFrame over models x plans x hardware x contexts x batches.
+
+Each row is one point. Counts (FLOPs, bytes, KV memory, weights, activation peak) come from
+``ctxsim.counts.totals``, which evaluates exact polynomials over the whole context x batch grid
+at once, so large grids are cheap. With ``hardware``, times come from the public time API
+(``ctxsim.estimate_time``) on the op-level report of each point, which costs about a
+millisecond per point. With ``plans``, every count and time is that of one device, as
+``ctxsim.time.device_report`` counts it. NOTE: that per-device model covers tp and dp only, so
+plans with pp, ep, cp or other options are rejected until the counts model them.
+
+pandas is imported inside ``sweep``, so ``import ctxsim`` does not load it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from pathlib import Path
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+
+import numpy as np
+from pydantic import ValidationError
+
+from ctxsim.counts.estimate import estimate
+from ctxsim.counts.report import OP_KINDS, CostReport, Op
+from ctxsim.counts.totals import QUANTITIES, Totals, kind_columns, kv_columns
+from ctxsim.spec.errors import SpecError, format_validation_error
+from ctxsim.spec.hardware import HardwareProfile, load_hardware
+from ctxsim.spec.load import load_model
+from ctxsim.spec.model import ModelSpec
+from ctxsim.spec.plan import ParallelPlan
+from ctxsim.spec.workload import Workload
+from ctxsim.time.capacity import DEFAULT_MEMORY_FRACTION
+from ctxsim.time.phases import TimeReport, estimate_time
+from ctxsim.time.placement import device_report, replica_batch, shard_model, tp_all_reduce_ops
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+DEFAULT_POINTS = 100
+PHASES = ("prefill", "decode")
+
+# ---------------------------------------------------------------------------------------------
+# Context grids
+
+_SUFFIX = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+_COUNT = re.compile(r"\s*(\d+)\s*([kKmMgG]?)\s*")
+_RANGE = re.compile(r"\s*([^.,]+?)\s*\.\.\s*([^.,]+?)\s*")
+
+
+def parse_token_count(text: str) -> int:
+    """Parse a token count such as ``4096``, ``128k`` or ``1m`` (k = 1024, m = 1024^2, g = 1024^3)."""
+    match = _COUNT.fullmatch(text)
+    if not match:
+        raise SpecError(f"invalid token count '{text}': use a positive integer or a k/m/g suffix such as 128k or 1m")
+    value = int(match.group(1)) * _SUFFIX[match.group(2).lower()]
+    if value < 1:
+        raise SpecError(f"invalid token count '{text}': a context must be at least 1 token")
+    return value
+
+
+def context_grid(contexts: str | int | Sequence[int] | np.ndarray, points: int | None = None) -> np.ndarray:
+    """Parse contexts into sorted, distinct int64 token counts.
+
+    ``contexts`` is a range ``START..END`` (``1k..10m``), a comma list (``4k,32k,128k``), one
+    count, or a sequence of ints. A range gives ``points`` log-spaced whole token counts (default
+    DEFAULT_POINTS) from START to END, both included. Rounding can make neighbouring points
+    equal at the short end, and such duplicates are dropped, so fewer than ``points`` may return.
+    """
+    if isinstance(contexts, str):
+        text = contexts.strip()
+        if not text:
+            raise SpecError("empty context list: give a range such as 1k..10m or a list such as 4k,32k,128k")
+        if ".." in text:
+            return _context_range(text, points)
+        parts = [part.strip() for part in text.split(",")]
+        if not all(parts):
+            raise SpecError(f"invalid context list '{text}': separate token counts with single commas, such as 4k,32k")
+        values = np.array([parse_token_count(part) for part in parts], dtype=np.int64)
+    elif isinstance(contexts, (int, np.integer)) and not isinstance(contexts, bool):
+        values = _whole_numbers([contexts], "context")
+    else:
+        values = _whole_numbers(contexts, "context")
+    if points is not None:
+        raise SpecError(f"points {points} applies to a range such as 1k..10m, not to a list of contexts: drop it")
+    return _sorted_distinct(values)
+
+
+def _context_range(text: str, points: int | None) -> np.ndarray:
+    match = _RANGE.fullmatch(text)
+    if not match:
+        raise SpecError(f"invalid context range '{text}': write START..END with two token counts, such as 1k..10m")
+    start, end = parse_token_count(match.group(1)), parse_token_count(match.group(2))
+    if start >= end:
+        raise SpecError(
+            f"invalid context range '{text}': the start ({start:,}) must be below the end ({end:,}); "
+            "for one context give it alone"
+        )
+    points = DEFAULT_POINTS if points is None else points
+    if isinstance(points, bool) or not isinstance(points, (int, np.integer)) or points < 2:
+        raise SpecError(f"invalid points {points!r} for range '{text}': use a whole number of at least 2")
+    values = np.rint(np.geomspace(start, end, int(points)))
+    values[0], values[-1] = start, end
+    return _sorted_distinct(values.astype(np.int64))
+
+
+def _whole_numbers(values: Any, what: str) -> np.ndarray:
+    """Validate a non-empty list of whole numbers of at least 1; return them as int64."""
+    array = np.asarray(values)
+    if array.ndim != 1 or array.size == 0:
+        raise SpecError(f"{what} values must be a non-empty list of whole numbers, such as [1, 8, 64]")
+    if array.dtype == bool or not np.issubdtype(array.dtype, np.number):
+        raise SpecError(f"{what} values must be whole numbers, got {array.tolist()[:5]}: fix the list")
+    if np.any(array != np.floor(array)) or array.min() < 1:
+        raise SpecError(f"{what} values must be whole numbers of at least 1, got {array.tolist()[:5]}: fix the list")
+    return array.astype(np.int64)
+
+
+def _sorted_distinct(values: np.ndarray) -> np.ndarray:
+    """Sort and drop repeats (np.unique hashes, which is slower on a million ints)."""
+    values = np.sort(values)
+    keep = np.empty(values.size, dtype=bool)
+    keep[:1] = True
+    np.not_equal(values[1:], values[:-1], out=keep[1:])
+    return values[keep]
+
+
+# ---------------------------------------------------------------------------------------------
+# Plans
+
+
+def parse_plan(plan: ParallelPlan | dict | str) -> ParallelPlan:
+    """Build a ParallelPlan from a plan, a dict, or text such as ``tp=8,dp=2``."""
+    if isinstance(plan, ParallelPlan):
+        return plan
+    if isinstance(plan, str):
+        fields: dict[str, Any] = {}
+        for part in plan.split(","):
+            key, sep, value = part.partition("=")
+            if not sep or not value.strip().isdigit():
+                raise SpecError(f"invalid plan '{plan}': write degrees as key=value pairs, such as tp=8,dp=2")
+            fields[key.strip()] = int(value)
+        plan = fields
+    try:
+        return ParallelPlan(**plan)
+    except ValidationError as err:
+        raise SpecError(format_validation_error(err, "plan")) from None
+    except TypeError:
+        raise SpecError(f"invalid plan {plan!r}: pass a ParallelPlan, a dict of degrees or text such as tp=8,dp=2") from None
+
+
+def plan_label(plan: ParallelPlan) -> str:
+    """Short text of a plan's degrees, such as ``tp=8,dp=2`` (``tp=1`` for one device)."""
+    parts = [f"{name}={getattr(plan, name)}" for name in ("tp", "pp", "ep", "dp", "cp") if getattr(plan, name) > 1]
+    return ",".join(parts) or "tp=1"
+
+
+@dataclasses.dataclass
+class _Case:
+    """One model on one plan (or on one device), and the sharded model that each device runs.
+
+    Counts follow ``ctxsim.time.device_report``: the model sharded over tp, ceil(batch / dp)
+    sequences per replica, and two all-reduces of the activations per layer when tp > 1.
+    """
+
+    spec: ModelSpec
+    plan: ParallelPlan | None
+
+    def __post_init__(self) -> None:
+        plan = self.plan
+        self.tp = plan.tp if plan is not None else 1
+        self.dp = plan.dp if plan is not None else 1
+        self.n_devices = plan.world_size if plan is not None else 1
+        if plan is not None:
+            _check_supported(plan)
+        self.device_spec = shard_model(self.spec, self.tp)
+
+    def local_batch(self, batch: int) -> int:
+        return replica_batch(batch, self.dp)
+
+    def extra_ops(self):
+        """Builder of the tp all-reduce ops for a traced run, or None without tp."""
+        if self.tp == 1:
+            return None
+        device_spec, tp = self.device_spec, self.tp
+
+        def all_reduces(run) -> list[Op]:
+            # tp_all_reduce_ops reads the batch, the context and the phases from a report, so it
+            # gets a stand-in report with the traced batch and new tokens.
+            workload = SimpleNamespace(batch=run.batch, cached_context=0, context=None)
+            report = SimpleNamespace(
+                workload=workload, extras={"context": run.span.new_tokens}, ops=[SimpleNamespace(phase=run.phase)]
+            )
+            return tp_all_reduce_ops(device_spec, report, tp)
+
+        return all_reduces
+
+    def reference(self, workload: Workload) -> CostReport:
+        """The public per-device report at one context: what the sweep must reproduce."""
+        if self.plan is None:
+            return estimate(self.spec, workload)
+        return device_report(self.spec, workload, self.plan)
+
+
+def _check_supported(plan: ParallelPlan) -> None:
+    """Raise SpecError unless the plan sets only tp and dp, the degrees the per-device model covers."""
+    base = ParallelPlan(tp=plan.tp, dp=plan.dp)
+    extra = [
+        f"{name}={value}" for name, value in plan.model_dump().items() if value != getattr(base, name)
+    ]
+    if extra:
+        raise SpecError(
+            f"plan {', '.join(extra)} is not modelled per device yet: sweeps support tp and dp; drop those options"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Counts and times of one case
+
+
+def _reference_values(report: CostReport) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for phase in sorted({op.phase for op in report.ops}):
+        for quantity in QUANTITIES:
+            out[f"{phase}_{quantity}"] = report.total(phase, quantity)
+    out["kv_bytes_per_sequence"] = report.kv_cache.bytes_per_sequence
+    out["weights_bytes"] = report.weights_bytes
+    out["activation_peak_bytes"] = report.activation_peak_bytes
+    return out
+
+
+def _case_counts(case: _Case, template: Workload, contexts: np.ndarray, batches: np.ndarray, by_kind: bool) -> dict[str, np.ndarray]:
+    """Per-device counts on the grid, after checking them against the public report at one point."""
+    totals = Totals(case.device_spec, template, by_kind=by_kind, extra_ops=case.extra_ops())
+
+    # The traced totals are tested against estimate and device_report; this check at the
+    # largest point guards against either of them changing without the sweep.
+    n, batch = int(contexts[-1]), int(batches[-1])
+    reference = _reference_values(case.reference(template.model_copy(update={"context": n, "batch": batch})))
+    got = totals.evaluate(n, case.local_batch(batch))
+    for name, value in reference.items():
+        if got[name] != value:
+            raise RuntimeError(
+                f"sweep totals of {case.spec.name} disagree with the per-device report at context {n}, "
+                f"batch {batch}: {name} {got[name]} != {value}; the two counting paths have diverged"
+            )
+
+    local = np.array([case.local_batch(int(b)) for b in batches], dtype=np.float64)
+    values = totals.evaluate(contexts.astype(np.float64), local)
+    values["memory_bytes_per_device"] = (
+        values["weights_bytes"] + values["activation_peak_bytes"] + values["kv_bytes_per_device"]
+    )
+    return values
+
+
+def _case_times(
+    case: _Case, template: Workload, contexts: np.ndarray, batches: np.ndarray, profile: HardwareProfile, overlap: float
+) -> dict[str, np.ndarray]:
+    """TTFT, TPOT, tokens per second and time per op kind, from the public time API."""
+    shape = (contexts.size, batches.size)
+    phases = PHASES if template.phase == "both" else (template.phase,)
+    out: dict[str, np.ndarray] = {}
+    # NOTE: estimate_time does not take reports over context arrays yet (its phase sums compare
+    # each op's bound, an array there, with a string), so each point is timed on its own report.
+    for i, n in enumerate(contexts):
+        for j, b in enumerate(batches):
+            report = case.reference(template.model_copy(update={"context": int(n), "batch": int(b)}))
+            times = estimate_time(report, profile, overlap=overlap, n_devices=case.n_devices, total_batch=int(b))
+            _store_times(out, shape, i, j, times, phases)
+    return out
+
+
+def _store_times(
+    out: dict[str, np.ndarray], shape: tuple[int, int], i: int, j: int, times: TimeReport, phases: Iterable[str]
+) -> None:
+    """Write one point's times into the grids of ``out``, adding a grid for each new name."""
+    values: dict[str, float] = {}
+    if times.prefill is not None:
+        values["ttft_s"] = times.ttft_s
+    if times.decode is not None:
+        values.update(
+            tpot_s=times.tpot_s, tokens_per_s=times.tokens_per_s, tokens_per_s_per_device=times.tokens_per_s_per_device
+        )
+    for phase in phases:
+        for t in times.phase_ops(phase):
+            name = f"{phase}_{t.kind}_s"
+            values[name] = values.get(name, 0.0) + t.total_s
+    for name, value in values.items():
+        if name not in out:
+            out[name] = np.zeros(shape)
+        out[name][i, j] = value
+
+
+# ---------------------------------------------------------------------------------------------
+# The sweep
+
+
+def _as_list(value: Any) -> list:
+    if value is None:
+        return [None]
+    if isinstance(value, (str, int, np.integer, dict, ModelSpec, ParallelPlan, HardwareProfile)):
+        return [value]
+    return list(value)
+
+
+def _template(options: dict[str, Any], contexts: np.ndarray, batches: np.ndarray) -> Workload:
+    """Build the workload shared by every point, validated at the smallest context and batch."""
+    for key in ("context", "batch"):
+        if key in options:
+            raise SpecError(f"'{key}' is a sweep axis: pass it as {'contexts' if key == 'context' else 'batches'}=")
+    try:
+        return Workload(context=int(contexts[0]), batch=int(batches[0]), **options)
+    except ValidationError as err:
+        raise SpecError(format_validation_error(err, "workload")) from None
+    except TypeError as err:
+        raise SpecError(f"invalid workload option: {err}") from None
+
+
+def _column_order(names: set[str], phases: tuple[str, ...]) -> list[str]:
+    order = [f"{phase}_{q}" for phase in phases for q in QUANTITIES]
+    order += [name for phase in phases for name in kind_columns(phase)]
+    order += kv_columns() + ["weights_bytes", "activation_peak_bytes", "memory_bytes_per_device"]
+    order += ["ttft_s", "tpot_s", "tokens_per_s", "tokens_per_s_per_device"]
+    order += [f"{phase}_{kind}_s" for phase in phases for kind in OP_KINDS]
+    order += ["device_memory_bytes", "memory_fits"]
+    return [name for name in order if name in names]
+
+
+def sweep(
+    models: str | ModelSpec | Sequence[str | ModelSpec],
+    contexts: str | int | Sequence[int] | np.ndarray,
+    *,
+    points: int | None = None,
+    batches: int | Sequence[int] = 1,
+    plans: ParallelPlan | dict | str | Sequence[ParallelPlan | dict | str] | None = None,
+    hardware: str | HardwareProfile | Sequence[str | HardwareProfile] | None = None,
+    by_kind: bool = True,
+    overlap: float = 0.0,
+    memory_fraction: float = DEFAULT_MEMORY_FRACTION,
+    **workload_options: Any,
+) -> pd.DataFrame:
+    """Count (and with ``hardware``, time) every point of a grid; return one row per point.
+
+    ``contexts`` and ``points`` are read by ``context_grid`` (``"1k..10m"`` with ``points``
+    log-spaced values, ``"4k,32k"``, or ints). ``batches`` are sequences per deployment.
+    ``workload_options`` are the other Workload fields (phase, chunk_size, cached_context,
+    kv_dtype, kv_policy, page_size, execution, mla_mode). ``overlap`` and ``memory_fraction``
+    are passed on to the time and memory checks.
+
+    Rows are ordered by model, plan, hardware, context, then batch. Columns:
+
+    - ``model``. With plans: ``plan`` (text such as ``tp=8,dp=2``, where None in the list is the
+      single-device plan ``tp=1``), ``tp``, ``dp`` and ``devices``. With hardware: ``hardware``.
+    - ``context_tokens``, ``batch``, ``new_tokens`` (prefill tokens per sequence, the context
+      minus cached_context) and, with plans, ``batch_per_replica``.
+    - per phase (prefill: all new tokens of the batch; decode: one step of the batch):
+      ``{phase}_flops``, ``{phase}_matmul_flops``, ``{phase}_bytes_read``, ``{phase}_bytes_written``;
+      with ``by_kind``, ``{phase}_{kind}_flops`` and ``{phase}_{kind}_bytes_moved`` (read plus
+      written) per op kind.
+    - ``kv_bytes_per_sequence`` and its ``kv_main/indexer/window_bytes_per_sequence`` parts,
+      ``kv_bytes_per_device``, ``weights_bytes``, ``activation_peak_bytes``,
+      ``memory_bytes_per_device`` (weights + activation peak + KV of the device's batch).
+    - with hardware (estimates): ``ttft_s``, ``tpot_s``, ``tokens_per_s`` (all replicas),
+      ``tokens_per_s_per_device``, ``{phase}_{kind}_s`` (time of the op kinds the ops have),
+      ``device_memory_bytes``
+      and ``memory_fits`` (memory_bytes_per_device within memory_fraction of it).
+
+    Counts are float64, within 1e-12 relative of the exact ints of ``estimate``. With plans,
+    counts and times are those of one device (see the module docstring).
+    """
+    import pandas as pd
+
+    grid = context_grid(contexts, points)
+    batch_values = _sorted_distinct(_whole_numbers(_as_list(batches), "batch"))
+    specs = [m if isinstance(m, ModelSpec) else load_model(m) for m in _as_list(models)]
+    # Within a list of plans, None is the single-device plan, so that every row has plan columns.
+    plan_list: list[ParallelPlan | None] = [None]
+    if plans is not None:
+        plan_list = [ParallelPlan() if p is None else parse_plan(p) for p in _as_list(plans)]
+    profiles: list[HardwareProfile | None] = []
+    for item in _as_list(hardware):
+        if isinstance(item, str):
+            item = load_hardware(item)
+        profiles.append(item)
+    if not 0.0 < memory_fraction <= 1.0:
+        raise SpecError(f"invalid memory_fraction {memory_fraction}: use a share of device memory in (0, 1]")
+    template = _template(workload_options, grid, batch_values)
+    phases = PHASES if template.phase == "both" else (template.phase,)
+
+    categories = {
+        "model": list(dict.fromkeys(spec.name for spec in specs)),
+        "plan": list(dict.fromkeys(plan_label(p) for p in plan_list if p is not None)),
+        "hardware": list(dict.fromkeys(p.name for p in profiles if p is not None)),
+    }
+    n_points = grid.size * batch_values.size
+    blocks = []
+    for spec in specs:
+        for plan in plan_list:
+            case = _Case(spec, plan)
+            counts = _case_counts(case, template, grid, batch_values, by_kind)
+            for profile in profiles:
+                block: dict[str, Any] = {"model": _category(categories["model"], spec.name, n_points)}
+                if plan is not None:
+                    block["plan"] = _category(categories["plan"], plan_label(plan), n_points)
+                    block["tp"] = np.full(n_points, plan.tp)
+                    block["dp"] = np.full(n_points, plan.dp)
+                    block["devices"] = np.full(n_points, plan.world_size)
+                if profile is not None:
+                    block["hardware"] = _category(categories["hardware"], profile.name, n_points)
+                block["context_tokens"] = np.repeat(grid, batch_values.size)
+                block["batch"] = np.tile(batch_values, grid.size)
+                if "prefill" in phases:
+                    block["new_tokens"] = block["context_tokens"] - template.cached_context
+                if plan is not None:
+                    local = np.array([case.local_batch(int(b)) for b in batch_values])
+                    block["batch_per_replica"] = np.tile(local, grid.size)
+
+                values = dict(counts)
+                if profile is not None:
+                    values.update(_case_times(case, template, grid, batch_values, profile, overlap))
+                    values["device_memory_bytes"] = np.full(counts["weights_bytes"].shape, float(profile.memory_bytes))
+                    values["memory_fits"] = counts["memory_bytes_per_device"] <= memory_fraction * profile.memory_bytes
+                blocks.append((block, values))
+
+    names = _column_order(set().union(*(values for _, values in blocks)), phases)
+    frames = []
+    for block, values in blocks:
+        for name in names:
+            value = values.get(name)
+            block[name] = np.zeros(n_points) if value is None else value.reshape(-1)
+        frames.append(pd.DataFrame(block, copy=False))
+    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+
+
+def _category(categories: list[str], value: str, n: int) -> Any:
+    import pandas as pd
+
+    codes = np.full(n, categories.index(value), dtype=np.int32)
+    return pd.Categorical.from_codes(codes, categories=categories)
+
+
+def write_atomically(path: str | os.PathLike, write: Callable[[str], Any]) -> None:
+    """Call ``write(temp_path)`` and rename the temp file to ``path``, so no half-written file is left.
+
+    The temp file sits next to ``path``, so the rename stays on one file system.
+    """
+    target = Path(path)
+    if not target.parent.is_dir():
+        raise SpecError(f"output folder '{target.parent}' does not exist: create it or choose another path")
+    temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        write(str(temp))
+        os.replace(temp, target)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
