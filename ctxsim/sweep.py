@@ -4,9 +4,13 @@ Each row is one point. Counts (FLOPs, bytes, KV memory, weights, activation peak
 ``ctxsim.counts.totals``, which evaluates exact polynomials over the whole context x batch grid
 at once, so large grids are cheap. With ``hardware``, times come from the public time API
 (``ctxsim.estimate_time``) on the op-level report of each point, which costs about a
-millisecond per point. With ``plans``, every count and time is that of one device, as
-``ctxsim.time.device_report`` counts it. NOTE: that per-device model covers tp and dp only, so
-plans with pp, ep, cp or other options are rejected until the counts model them.
+millisecond per point.
+
+With ``plans``, every count and time is that of one device. Plans of tp and dp are counted as
+``ctxsim.time.device_report`` counts them, which is what the time model times. Other plans
+(pp, ep, cp, attention_dp, layer_split) take the busiest device of
+``ctxsim.counts.parallel.device_report``, one report per point (a few ms each). NOTE: the time
+model places tp and dp only, so such plans get NaN times.
 
 pandas is imported inside ``sweep``, so ``import ctxsim`` does not load it.
 """
@@ -14,6 +18,7 @@ pandas is imported inside ``sweep``, so ``import ctxsim`` does not load it.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import re
 from pathlib import Path
@@ -24,6 +29,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from ctxsim.counts.estimate import estimate
+from ctxsim.counts.parallel import device_report as parallel_device_report
 from ctxsim.counts.report import OP_KINDS, CostReport, Op
 from ctxsim.counts.totals import QUANTITIES, Totals, kind_columns, kv_columns
 from ctxsim.spec.errors import SpecError, format_validation_error
@@ -38,6 +44,8 @@ from ctxsim.time.placement import device_report, replica_batch, shard_model, tp_
 
 if TYPE_CHECKING:
     import pandas as pd
+
+log = logging.getLogger(__name__)
 
 DEFAULT_POINTS = 100
 PHASES = ("prefill", "decode")
@@ -138,10 +146,10 @@ def parse_plan(plan: ParallelPlan | dict | str) -> ParallelPlan:
     if isinstance(plan, str):
         fields: dict[str, Any] = {}
         for part in plan.split(","):
-            key, sep, value = part.partition("=")
-            if not sep or not value.strip().isdigit():
-                raise SpecError(f"invalid plan '{plan}': write degrees as key=value pairs, such as tp=8,dp=2")
-            fields[key.strip()] = int(value)
+            key, sep, value = (text.strip() for text in part.partition("="))
+            if not sep or not key or not value:
+                raise SpecError(f"invalid plan '{plan}': write options as key=value pairs, such as tp=8,dp=2")
+            fields[key] = _plan_value(value)
         plan = fields
     try:
         return ParallelPlan(**plan)
@@ -151,18 +159,36 @@ def parse_plan(plan: ParallelPlan | dict | str) -> ParallelPlan:
         raise SpecError(f"invalid plan {plan!r}: pass a ParallelPlan, a dict of degrees or text such as tp=8,dp=2") from None
 
 
+def _plan_value(text: str) -> Any:
+    if text.isdigit():
+        return int(text)
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    return text
+
+
 def plan_label(plan: ParallelPlan) -> str:
-    """Short text of a plan's degrees, such as ``tp=8,dp=2`` (``tp=1`` for one device)."""
-    parts = [f"{name}={getattr(plan, name)}" for name in ("tp", "pp", "ep", "dp", "cp") if getattr(plan, name) > 1]
+    """Text of the options that differ from one device, such as ``tp=8,dp=2`` (``tp=1`` for none).
+
+    ``parse_plan`` reads the text back, except a ``pp_layers`` tuple.
+    """
+    default = ParallelPlan()
+    parts = []
+    for name, value in plan.model_dump().items():
+        if value != getattr(default, name):
+            text = str(value).lower() if isinstance(value, bool) else str(value)
+            parts.append(f"{name}={text}")
     return ",".join(parts) or "tp=1"
 
 
 @dataclasses.dataclass
 class _Case:
-    """One model on one plan (or on one device), and the sharded model that each device runs.
+    """One model on one plan (or on one device), and the per-device model that counts it.
 
-    Counts follow ``ctxsim.time.device_report``: the model sharded over tp, ceil(batch / dp)
-    sequences per replica, and two all-reduces of the activations per layer when tp > 1.
+    Plans of tp and dp only are counted as ``ctxsim.time.device_report`` counts them (the model
+    sharded over tp, ceil(batch / dp) sequences per replica, two all-reduces of the activations
+    per layer when tp > 1), which is also what the time model times. Any other plan is counted
+    on the busiest device of ``ctxsim.counts.parallel.device_report``, one point at a time.
     """
 
     spec: ModelSpec
@@ -170,12 +196,11 @@ class _Case:
 
     def __post_init__(self) -> None:
         plan = self.plan
+        self.tp_dp_only = plan is None or plan == ParallelPlan(tp=plan.tp, dp=plan.dp)
         self.tp = plan.tp if plan is not None else 1
         self.dp = plan.dp if plan is not None else 1
         self.n_devices = plan.world_size if plan is not None else 1
-        if plan is not None:
-            _check_supported(plan)
-        self.device_spec = shard_model(self.spec, self.tp)
+        self.device_spec = shard_model(self.spec, self.tp) if self.tp_dp_only else None
 
     def local_batch(self, batch: int) -> int:
         return replica_batch(batch, self.dp)
@@ -198,50 +223,52 @@ class _Case:
         return all_reduces
 
     def reference(self, workload: Workload) -> CostReport:
-        """The public per-device report at one context: what the sweep must reproduce."""
+        """Return the public per-device report at one point, which the sweep reproduces."""
         if self.plan is None:
             return estimate(self.spec, workload)
-        return device_report(self.spec, workload, self.plan)
-
-
-def _check_supported(plan: ParallelPlan) -> None:
-    """Raise SpecError unless the plan sets only tp and dp, the degrees the per-device model covers."""
-    base = ParallelPlan(tp=plan.tp, dp=plan.dp)
-    extra = [
-        f"{name}={value}" for name, value in plan.model_dump().items() if value != getattr(base, name)
-    ]
-    if extra:
-        raise SpecError(
-            f"plan {', '.join(extra)} is not modelled per device yet: sweeps support tp and dp; drop those options"
-        )
+        if self.tp_dp_only:
+            return device_report(self.spec, workload, self.plan)
+        return parallel_device_report(self.spec, workload, self.plan)
 
 
 # ---------------------------------------------------------------------------------------------
 # Counts and times of one case
 
 
-def _reference_values(report: CostReport) -> dict[str, int]:
+def _report_values(report: CostReport) -> dict[str, int]:
+    """Columns of one point read from a per-device CostReport (counts, per-kind parts, memory)."""
     out: dict[str, int] = {}
     for phase in sorted({op.phase for op in report.ops}):
         for quantity in QUANTITIES:
             out[f"{phase}_{quantity}"] = report.total(phase, quantity)
-    out["kv_bytes_per_sequence"] = report.kv_cache.bytes_per_sequence
+        flops = report.by_kind(phase, "flops")
+        read, written = report.by_kind(phase, "bytes_read"), report.by_kind(phase, "bytes_written")
+        for kind in read:
+            out[f"{phase}_{kind}_flops"] = flops[kind]
+            out[f"{phase}_{kind}_bytes_moved"] = read[kind] + written[kind]
+    kv = report.kv_cache
+    out["kv_bytes_per_sequence"] = kv.bytes_per_sequence
+    for component, value in kv.by_component.items():
+        out[f"kv_{component}_bytes_per_sequence"] = value
+    out["kv_bytes_per_device"] = kv.bytes_per_device
     out["weights_bytes"] = report.weights_bytes
     out["activation_peak_bytes"] = report.activation_peak_bytes
     return out
 
 
 def _case_counts(case: _Case, template: Workload, contexts: np.ndarray, batches: np.ndarray, by_kind: bool) -> dict[str, np.ndarray]:
-    """Per-device counts on the grid, after checking them against the public report at one point."""
+    """Per-device counts on the grid: traced totals for tp/dp plans, else one report per point."""
+    if not case.tp_dp_only:
+        return _counts_point_by_point(case, template, contexts, batches, by_kind)
     totals = Totals(case.device_spec, template, by_kind=by_kind, extra_ops=case.extra_ops())
 
     # The traced totals are tested against estimate and device_report; this check at the
     # largest point guards against either of them changing without the sweep.
     n, batch = int(contexts[-1]), int(batches[-1])
-    reference = _reference_values(case.reference(template.model_copy(update={"context": n, "batch": batch})))
+    reference = _report_values(case.reference(template.model_copy(update={"context": n, "batch": batch})))
     got = totals.evaluate(n, case.local_batch(batch))
     for name, value in reference.items():
-        if got[name] != value:
+        if name in got and got[name] != value:
             raise RuntimeError(
                 f"sweep totals of {case.spec.name} disagree with the per-device report at context {n}, "
                 f"batch {batch}: {name} {got[name]} != {value}; the two counting paths have diverged"
@@ -249,10 +276,37 @@ def _case_counts(case: _Case, template: Workload, contexts: np.ndarray, batches:
 
     local = np.array([case.local_batch(int(b)) for b in batches], dtype=np.float64)
     values = totals.evaluate(contexts.astype(np.float64), local)
+    values["batch_per_replica"] = np.broadcast_to(local, values["weights_bytes"].shape)
+    return _add_memory(values)
+
+
+def _counts_point_by_point(
+    case: _Case, template: Workload, contexts: np.ndarray, batches: np.ndarray, by_kind: bool
+) -> dict[str, np.ndarray]:
+    shape = (contexts.size, batches.size)
+    out: dict[str, np.ndarray] = {}
+    for i, n in enumerate(contexts):
+        for j, b in enumerate(batches):
+            report = case.reference(template.model_copy(update={"context": int(n), "batch": int(b)}))
+            values = _report_values(report)
+            values["batch_per_replica"] = report.workload.batch
+            for name, value in values.items():
+                if not by_kind and name not in _TOTALS_ONLY and name.endswith(("_flops", "_bytes_moved")):
+                    continue
+                if name not in out:
+                    out[name] = np.zeros(shape)
+                out[name][i, j] = value
+    return _add_memory(out)
+
+
+def _add_memory(values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     values["memory_bytes_per_device"] = (
         values["weights_bytes"] + values["activation_peak_bytes"] + values["kv_bytes_per_device"]
     )
     return values
+
+
+_TOTALS_ONLY = {f"{phase}_{q}" for phase in PHASES for q in QUANTITIES}
 
 
 def _case_times(
@@ -262,6 +316,11 @@ def _case_times(
     shape = (contexts.size, batches.size)
     phases = PHASES if template.phase == "both" else (template.phase,)
     out: dict[str, np.ndarray] = {}
+    if not case.tp_dp_only:
+        log.warning("no times for plan %s of %s: the time model places tp and dp only", plan_label(case.plan), case.spec.name)
+        for name in _TIME_TOTALS:
+            out[name] = np.full(shape, np.nan)
+        return out
     # NOTE: estimate_time does not take reports over context arrays yet (its phase sums compare
     # each op's bound, an array there, with a string), so each point is timed on its own report.
     for i, n in enumerate(contexts):
@@ -270,6 +329,9 @@ def _case_times(
             times = estimate_time(report, profile, overlap=overlap, n_devices=case.n_devices, total_batch=int(b))
             _store_times(out, shape, i, j, times, phases)
     return out
+
+
+_TIME_TOTALS = ("ttft_s", "tpot_s", "tokens_per_s", "tokens_per_s_per_device")
 
 
 def _store_times(
@@ -321,7 +383,8 @@ def _template(options: dict[str, Any], contexts: np.ndarray, batches: np.ndarray
 def _column_order(names: set[str], phases: tuple[str, ...]) -> list[str]:
     order = [f"{phase}_{q}" for phase in phases for q in QUANTITIES]
     order += [name for phase in phases for name in kind_columns(phase)]
-    order += kv_columns() + ["weights_bytes", "activation_peak_bytes", "memory_bytes_per_device"]
+    order += kv_columns()[:-1] + ["kv_scratch_bytes_per_sequence", "kv_bytes_per_device"]
+    order += ["weights_bytes", "activation_peak_bytes", "memory_bytes_per_device"]
     order += ["ttft_s", "tpot_s", "tokens_per_s", "tokens_per_s_per_device"]
     order += [f"{phase}_{kind}_s" for phase in phases for kind in OP_KINDS]
     order += ["device_memory_bytes", "memory_fits"]
@@ -352,14 +415,16 @@ def sweep(
     Rows are ordered by model, plan, hardware, context, then batch. Columns:
 
     - ``model``. With plans: ``plan`` (text such as ``tp=8,dp=2``, where None in the list is the
-      single-device plan ``tp=1``), ``tp``, ``dp`` and ``devices``. With hardware: ``hardware``.
+      single-device plan ``tp=1``), ``tp``, ``pp``, ``ep``, ``dp``, ``cp`` and ``devices``. With
+      hardware: ``hardware``.
     - ``context_tokens``, ``batch``, ``new_tokens`` (prefill tokens per sequence, the context
       minus cached_context) and, with plans, ``batch_per_replica``.
     - per phase (prefill: all new tokens of the batch; decode: one step of the batch):
       ``{phase}_flops``, ``{phase}_matmul_flops``, ``{phase}_bytes_read``, ``{phase}_bytes_written``;
       with ``by_kind``, ``{phase}_{kind}_flops`` and ``{phase}_{kind}_bytes_moved`` (read plus
       written) per op kind.
-    - ``kv_bytes_per_sequence`` and its ``kv_main/indexer/window_bytes_per_sequence`` parts,
+    - ``kv_bytes_per_sequence`` and its ``kv_main/indexer/window_bytes_per_sequence`` parts (and
+      ``kv_scratch_bytes_per_sequence`` with layer_split),
       ``kv_bytes_per_device``, ``weights_bytes``, ``activation_peak_bytes``,
       ``memory_bytes_per_device`` (weights + activation peak + KV of the device's batch).
     - with hardware (estimates): ``ttft_s``, ``tpot_s``, ``tokens_per_s`` (all replicas),
@@ -368,7 +433,8 @@ def sweep(
       and ``memory_fits`` (memory_bytes_per_device within memory_fraction of it).
 
     Counts are float64, within 1e-12 relative of the exact ints of ``estimate``. With plans,
-    counts and times are those of one device (see the module docstring).
+    counts and times are those of one device, and plans beyond tp and dp have NaN times (see
+    the module docstring).
     """
     import pandas as pd
 
@@ -394,43 +460,74 @@ def sweep(
         "plan": list(dict.fromkeys(plan_label(p) for p in plan_list if p is not None)),
         "hardware": list(dict.fromkeys(p.name for p in profiles if p is not None)),
     }
-    n_points = grid.size * batch_values.size
     blocks = []
     for spec in specs:
         for plan in plan_list:
             case = _Case(spec, plan)
             counts = _case_counts(case, template, grid, batch_values, by_kind)
+            local_batch = counts.pop("batch_per_replica")
             for profile in profiles:
-                block: dict[str, Any] = {"model": _category(categories["model"], spec.name, n_points)}
-                if plan is not None:
-                    block["plan"] = _category(categories["plan"], plan_label(plan), n_points)
-                    block["tp"] = np.full(n_points, plan.tp)
-                    block["dp"] = np.full(n_points, plan.dp)
-                    block["devices"] = np.full(n_points, plan.world_size)
-                if profile is not None:
-                    block["hardware"] = _category(categories["hardware"], profile.name, n_points)
-                block["context_tokens"] = np.repeat(grid, batch_values.size)
-                block["batch"] = np.tile(batch_values, grid.size)
-                if "prefill" in phases:
-                    block["new_tokens"] = block["context_tokens"] - template.cached_context
-                if plan is not None:
-                    local = np.array([case.local_batch(int(b)) for b in batch_values])
-                    block["batch_per_replica"] = np.tile(local, grid.size)
-
+                ids = _id_columns(categories, spec, plan, profile, grid, batch_values, local_batch, template)
                 values = dict(counts)
                 if profile is not None:
                     values.update(_case_times(case, template, grid, batch_values, profile, overlap))
                     values["device_memory_bytes"] = np.full(counts["weights_bytes"].shape, float(profile.memory_bytes))
                     values["memory_fits"] = counts["memory_bytes_per_device"] <= memory_fraction * profile.memory_bytes
-                blocks.append((block, values))
+                blocks.append((ids, values, case.tp_dp_only))
+    return _frame(blocks, phases)
 
-    names = _column_order(set().union(*(values for _, values in blocks)), phases)
+
+def _id_columns(
+    categories: dict[str, list[str]],
+    spec: ModelSpec,
+    plan: ParallelPlan | None,
+    profile: HardwareProfile | None,
+    grid: np.ndarray,
+    batches: np.ndarray,
+    local_batch: np.ndarray,
+    template: Workload,
+) -> dict[str, Any]:
+    """Build the columns that name each point of one block: model, plan, hardware, context, batch."""
+    n_points = grid.size * batches.size
+    ids: dict[str, Any] = {"model": _category(categories["model"], spec.name, n_points)}
+    if plan is not None:
+        ids["plan"] = _category(categories["plan"], plan_label(plan), n_points)
+        for name in ("tp", "pp", "ep", "dp", "cp"):
+            ids[name] = np.full(n_points, getattr(plan, name))
+        ids["devices"] = np.full(n_points, plan.world_size)
+    if profile is not None:
+        ids["hardware"] = _category(categories["hardware"], profile.name, n_points)
+    ids["context_tokens"] = np.repeat(grid, batches.size)
+    ids["batch"] = np.tile(batches, grid.size)
+    if template.phase != "decode":
+        ids["new_tokens"] = ids["context_tokens"] - template.cached_context
+    if plan is not None:
+        ids["batch_per_replica"] = np.asarray(local_batch, dtype=np.int64).reshape(-1)
+    return ids
+
+
+def _frame(blocks: list[tuple[dict[str, Any], dict[str, np.ndarray], bool]], phases: tuple[str, ...]) -> pd.DataFrame:
+    """Join the blocks into one DataFrame with the same columns in each.
+
+    A column that a block lacks is 0 (the block's ops have no op of that kind), except the
+    times of a plan that the time model does not place, which are NaN.
+    """
+    import pandas as pd
+
+    names = _column_order(set().union(*(values for _, values, _ in blocks)), phases)
     frames = []
-    for block, values in blocks:
+    for ids, values, timed in blocks:
+        n_points = len(ids["context_tokens"])
+        columns = dict(ids)
         for name in names:
             value = values.get(name)
-            block[name] = np.zeros(n_points) if value is None else value.reshape(-1)
-        frames.append(pd.DataFrame(block, copy=False))
+            if value is not None:
+                columns[name] = value.reshape(-1)
+            elif name.endswith("_s") and not timed:
+                columns[name] = np.full(n_points, np.nan)
+            else:
+                columns[name] = np.zeros(n_points)
+        frames.append(pd.DataFrame(columns, copy=False))
     return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
 
 

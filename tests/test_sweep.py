@@ -10,7 +10,8 @@ import pytest
 import ctxsim
 from ctxsim.counts.report import OP_KINDS
 from ctxsim.spec import ParallelPlan, SpecError, Workload
-from ctxsim.sweep import parse_plan
+from ctxsim.counts.parallel import device_report as parallel_device_report
+from ctxsim.sweep import parse_plan, plan_label
 from ctxsim.time import device_report
 
 REL = 1e-12
@@ -49,6 +50,7 @@ def expected_counts(report):
     out["weights_bytes"] = report.weights_bytes
     out["activation_peak_bytes"] = report.activation_peak_bytes
     out["memory_bytes_per_device"] = report.weights_bytes + report.activation_peak_bytes + kv.bytes_per_device
+    out["batch_per_replica"] = report.workload.batch
     return out
 
 
@@ -63,7 +65,9 @@ def assert_rows_match(frame, expected_at):
     for row in frame.itertuples(index=False):
         expected = expected_at(row)
         for column, value in expected.items():
-            if column in frame.columns:
+            if column == "batch_per_replica" and column not in frame.columns:
+                assert value == row.batch
+            elif column in frame.columns:
                 assert close(getattr(row, column), value), (column, row.context_tokens, row.batch)
             else:
                 assert value == 0, (column, row.context_tokens, row.batch)
@@ -131,8 +135,9 @@ def test_sweep_decode_only_columns():
 
 def test_sweep_id_columns_with_plans_and_hardware():
     frame = ctxsim.sweep("llama-3.1-8b", [4096], batches=[4], plans=[None, "tp=2,dp=2"], hardware=["h200", "b200"])
-    assert list(frame.columns[:9]) == [
-        "model", "plan", "tp", "dp", "devices", "hardware", "context_tokens", "batch", "new_tokens"
+    assert list(frame.columns[:13]) == [
+        "model", "plan", "tp", "pp", "ep", "dp", "cp", "devices", "hardware", "context_tokens", "batch",
+        "new_tokens", "batch_per_replica",
     ]
     assert list(frame["plan"]) == ["tp=1", "tp=1", "tp=2,dp=2", "tp=2,dp=2"]
     assert list(frame["hardware"]) == ["h200", "b200", "h200", "b200"]
@@ -196,9 +201,24 @@ def test_sweep_memory_fits_against_h200():
 # --- invalid input ---------------------------------------------------------------------------
 
 
-def test_sweep_rejects_pipeline_plan():
-    with pytest.raises(SpecError, match="pp=2 is not modelled per device"):
-        ctxsim.sweep("glm-5.2", [4096], plans="tp=8,pp=2")
+@pytest.mark.parametrize("plan", ["tp=8,pp=2", "tp=8,layer_split=8", "tp=2,dp=2,ep=4,attention_dp=true"])
+def test_sweep_other_plans_equal_parallel_report(plan):
+    spec = ctxsim.load_model("glm-5.2")
+    frame = ctxsim.sweep(spec, [4096, 100_000], batches=[4, 16], plans=plan, hardware="h200")
+    parallel = parse_plan(plan)
+
+    def expected_at(row):
+        workload = Workload(context=int(row.context_tokens), batch=int(row.batch))
+        return expected_counts(parallel_device_report(spec, workload, parallel))
+
+    assert_rows_match(frame, expected_at)
+    assert frame["tpot_s"].isna().all()
+    assert frame["ttft_s"].isna().all()
+
+
+def test_sweep_plan_label_round_trip():
+    plan = ParallelPlan(tp=2, dp=2, ep=4, attention_dp=True, layer_split=2)
+    assert parse_plan(plan_label(plan)) == plan
 
 
 def test_sweep_rejects_context_option():

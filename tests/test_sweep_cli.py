@@ -92,7 +92,9 @@ def test_sweep_workload_flags(capsys, tmp_path):
     [
         (["--out", "x.xlsx"], "unknown output format '.xlsx'"),
         (["--batch", "0"], "invalid batch '0'"),
-        (["--plan", "tp=8,pp=2"], "pp=2 is not modelled per device yet"),
+        (["--plan", "tp=3"], "tp 3 does not divide n_head"),
+        (["--plan", "pp=100"], "pp 100"),
+        (["--plan", "tp8"], "key=value"),
         (["--chunk-size", "big"], "invalid token count 'big'"),
         (["--models", "glm-5,,glm-5.2"], "single commas"),
     ],

@@ -55,7 +55,8 @@ def add_grid_arguments(parser: argparse.ArgumentParser) -> None:
     grid.add_argument("--batch", default="1", help="Comma list of batch sizes in sequences (default 1).")
     grid.add_argument(
         "--plan", action="append", default=None,
-        help="A parallel plan such as tp=8 or tp=8,dp=2; repeat for several. Counts become per device.",
+        help="A parallel plan such as tp=8, tp=8,dp=2 or tp=8,pp=2; repeat for several. Counts become per device "
+        "(times for tp and dp plans only).",
     )
     grid.add_argument("--hardware", default=None, help="Comma list of hardware profiles; adds estimated times.")
     grid.add_argument(
