@@ -154,6 +154,27 @@ def sweep_workload(workload: Workload) -> Workload:
 
 
 @st.cache_data(show_spinner=False)
+def design_sweep(spec: ModelSpec, workload: Workload, contexts: tuple[int, ...]) -> pd.DataFrame:
+    """``ctxsim.sweep`` of one model over ``contexts``, as the ``per_token`` columns (``workload.context`` is ignored).
+
+    One row per context: context, prefill_flops_per_token (mean over the batch's new tokens),
+    decode_flops_per_token, kv_bytes_per_sequence and decode_bytes_read_per_token.
+    """
+    options = workload.model_dump(exclude={"context", "batch"})
+    frame = ctxsim.sweep(spec, np.asarray(contexts), batches=workload.batch, by_kind=False, **options)
+    batch = frame["batch"]
+    return pd.DataFrame(
+        {
+            "context": frame["context_tokens"].astype(np.int64),
+            "prefill_flops_per_token": frame["prefill_flops"] / (batch * frame["new_tokens"]),
+            "decode_flops_per_token": frame["decode_flops"] / batch,
+            "kv_bytes_per_sequence": frame["kv_bytes_per_sequence"],
+            "decode_bytes_read_per_token": frame["decode_bytes_read"] / batch,
+        }
+    )
+
+
+@st.cache_data(show_spinner=False)
 def sweep(spec: ModelSpec, workload: Workload, contexts: tuple[int, ...]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Run one vectorised ``ctxsim.estimate`` over ``contexts`` (``workload.context`` is ignored).
 
@@ -261,25 +282,25 @@ def deployment(
 
 
 @st.cache_data(show_spinner=False)
-def time_sweep(
+def deployment_sweep(
     spec: ModelSpec,
     workload: Workload,
     plan: ctxsim.ParallelPlan,
     profile: ctxsim.HardwareProfile,
     overlap: float,
+    memory_fraction: float,
     contexts: tuple[int, ...],
 ) -> pd.DataFrame:
-    """TTFT, TPOT and decode tokens/s of the deployment at each context (``workload.context`` is ignored).
+    """``ctxsim.sweep`` of one deployment over ``contexts`` (``workload.context`` is ignored).
 
-    NOTE: this counts one context at a time, because ``ctxsim.estimate_time`` does not yet accept
-    the array reports of a vectorised estimate.
+    One row per context, per device: ``ttft_s``, ``tpot_s`` and ``tokens_per_s`` (NaN for plans
+    the time model does not place), ``memory_bytes_per_device`` and ``memory_fits``.
     """
-    rows = []
-    for context in contexts:
-        report = device_report(spec, workload.model_copy(update={"context": int(context)}), plan)
-        times = ctxsim.estimate_time(report, profile, overlap=overlap, total_batch=workload.batch, model=spec)
-        rows.append({"context": int(context), "ttft_s": times.ttft_s, "tpot_s": times.tpot_s, "tokens_per_s": times.tokens_per_s})
-    return pd.DataFrame(rows)
+    options = workload.model_dump(exclude={"context", "batch"})
+    return ctxsim.sweep(
+        spec, np.asarray(contexts), batches=workload.batch, plans=[plan], hardware=profile, by_kind=False,
+        overlap=overlap, memory_fraction=memory_fraction, **options,
+    )
 
 
 @st.cache_data(show_spinner=False)

@@ -10,6 +10,7 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 import ctxsim  # noqa: E402
 from ctxsim.cli.common import human_bytes, human_seconds  # noqa: E402
 from ctxsim.time import device_report, shard_model  # noqa: E402
+from dashboards import api  # noqa: E402
 from dashboards.inputs import format_tokens  # noqa: E402
 
 PAGE = Path(__file__).resolve().parents[1] / "dashboards" / "views" / "deploy.py"
@@ -120,3 +121,15 @@ def test_deploy_invalid_hardware_upload():
     at.run()
     assert not at.exception, at.exception
     assert any("upload gpu.yaml" in e.value for e in at.error)
+
+
+def test_deploy_sweep_matches_ctxsim_sweep():
+    at = _run(time_points=20)
+    contexts = api.sweep_contexts(20, 1024, 10_000_000)
+    expected = ctxsim.sweep(
+        "deepseek-v3.2", contexts, plans=[ctxsim.ParallelPlan(tp=8)], hardware="h200", chunk_size=8192, by_kind=False
+    )
+    shown = _table(at, "memory_bytes_per_device")
+    assert list(shown["context_tokens"]) == list(expected["context_tokens"])
+    assert list(shown["tpot_s"]) == list(expected["tpot_s"])
+    assert list(shown["memory_bytes_per_device"]) == list(expected["memory_bytes_per_device"])

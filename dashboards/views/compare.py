@@ -82,7 +82,7 @@ with export.stop_on_bad_input():
     contexts = tuple(api.sweep_contexts(points, SWEEP_MIN_TOKENS, SWEEP_MAX_TOKENS))
     frames, rows = [], []
     for label, spec, design in designs:
-        wide, _ = api.sweep(spec, api.sweep_workload(workload), contexts)
+        wide = api.design_sweep(spec, api.sweep_workload(workload), contexts)
         frames.append(wide.assign(design=label))
         numbers = api.per_token(api.point(spec, workload))
         rows.append(

@@ -36,6 +36,10 @@ with export.stop_on_bad_input():
             "communication overlap", min_value=0.0, max_value=1.0, value=default("overlap"), step=0.05, key="overlap",
             bind=QP, help="Fraction of communication time hidden behind compute.",
         )
+        points = st.slider(
+            "sweep points", min_value=10, max_value=100, value=default("time_points"), step=5, key="time_points",
+            bind=QP, help="Contexts in the sweeps against context, spaced evenly on the log axis.",
+        )
     spec = api.apply_design(base, design)
     workload = Workload(context=context, chunk_size=int(chunk_size) or None, **workload_args)
     # Per-device memory and traffic of every rank; an invalid plan for this model raises SpecError.
@@ -91,19 +95,40 @@ with left:
         "deploy-memory", "memory",
     )
 with right:
-    if times is not None:
-        points = st.slider(
-            "time sweep points", min_value=10, max_value=100, value=default("time_points"), step=5, key="time_points",
-            bind=QP, help="Contexts in the TTFT and TPOT sweep, spaced evenly on the log axis.",
-        )
-        contexts = tuple(api.sweep_contexts(points, SWEEP_MIN_TOKENS, SWEEP_MAX_TOKENS))
-        sweep = api.time_sweep(spec, api.sweep_workload(workload), plan, profile, overlap, contexts)
-        lines = sweep.rename(columns={"ttft_s": "TTFT", "tpot_s": "TPOT"})
-        lines = lines.melt(id_vars="context", value_vars=["TTFT", "TPOT"], var_name="time", value_name="seconds")
-        chosen = [Marker(context, f"N = {inputs.format_tokens(context)}", dashed=False)]
+    sweep = api.deployment_sweep(
+        spec, api.sweep_workload(workload), plan, profile, overlap, memory_fraction,
+        tuple(api.sweep_contexts(points, SWEEP_MIN_TOKENS, SWEEP_MAX_TOKENS)),
+    )
+    chosen = [Marker(context, f"N = {inputs.format_tokens(context)}", dashed=False)]
+    memory = pd.concat(
+        [
+            pd.DataFrame({"context": sweep["context_tokens"], "series": "busiest device", "bytes": sweep["memory_bytes_per_device"]}),
+            pd.DataFrame({"context": sweep["context_tokens"], "series": f"usable ({memory_fraction:.0%})", "bytes": usable}),
+        ],
+        ignore_index=True,
+    )
+    export.chart(
+        LineChart(memory, "context", "bytes", "series", "Device memory against context", "context (tokens)", "bytes", markers=chosen),
+        "deploy-memory-sweep", "memory_sweep",
+    )
+
+if times is not None:
+    left, right = st.columns(2)
+    lines = sweep.rename(columns={"context_tokens": "context", "ttft_s": "TTFT", "tpot_s": "TPOT"})
+    lines = lines.melt(id_vars="context", value_vars=["TTFT", "TPOT"], var_name="time", value_name="seconds")
+    with left:
         export.chart(
             LineChart(lines, "context", "seconds", "time", "TTFT and TPOT", "context (tokens)", "seconds", markers=chosen),
             "deploy-times", "times",
+        )
+    throughput = sweep.rename(columns={"context_tokens": "context"}).assign(series="all replicas")
+    with right:
+        export.chart(
+            LineChart(
+                throughput, "context", "tokens_per_s", "series", "Decode tokens/s", "context (tokens)", "tokens/s",
+                markers=chosen,
+            ),
+            "deploy-throughput", "throughput",
         )
 
 st.subheader("Plan search")
@@ -172,7 +197,7 @@ if times is not None:
     export.table(pd.DataFrame(phase_rows), "deploy-phases", "phases")
     export.table(pd.DataFrame([capacity.to_dict()]), "deploy-capacity", "memory_table", caption="Capacity of one device.")
     export.table(pd.DataFrame([t.to_dict() for t in times.ops]), "deploy-op-times", "op_times", caption="Time of every op record.")
-    export.table(sweep, "deploy-time-sweep", "time_sweep")
+export.table(sweep, "deploy-sweep", "deploy_sweep", caption="ctxsim.sweep of this deployment, per device.")
 
 export.yaml_block("Plan (YAML)", {"devices": devices, **plan.model_dump(mode="json")}, "plan", "plan")
 export.yaml_block("Workload (YAML)", workload.model_dump(mode="json"), "deploy-workload", "workload")
