@@ -99,7 +99,7 @@ class SelectionPlan:
 
 
 class AttentionBase(nn.Module):
-    """What GQA and MLA share: the selection, the indexer and the tiled core loop."""
+    """Parts shared by GQA and MLA: the selection, the indexer and the tiled core loop."""
 
     def __init__(self, layer: LayerSpec, weight_dtype: str):
         super().__init__()
@@ -130,11 +130,16 @@ class AttentionBase(nn.Module):
         return RecordStore(index_fields(self.sel.index_head_dim, kv_dtype), batch, capacity)
 
     def visible_view(self, ctx: RunContext, store: RecordStore, tensors: list[torch.Tensor]):
-        """The held keys some query of the chunk can attend: a window layer drops the rest."""
+        """Return the held keys that some query of the chunk can attend; a window layer drops the rest.
+
+        The chunk's queries are consecutive positions, so a window layer's visible keys are the
+        band from the first query's window start to the last query, plus the sinks.
+        """
         positions = store.positions
         if not isinstance(self.sel, WindowSelection):
             return positions, tensors
-        visible = window_mask(ctx.positions, positions, self.sel.window, self.sel.sink_tokens).any(0)
+        in_band = (positions > ctx.first_position - self.sel.window) & (positions <= ctx.last_position)
+        visible = in_band | (positions <= self.sel.sink_tokens)
         return positions[visible], [t[:, visible] for t in tensors]
 
     def run_core(
@@ -152,8 +157,8 @@ class AttentionBase(nn.Module):
         """Attend every tile of the chunk's queries; returns ``[B, C, H, Dv]``.
 
         ``key_bytes`` is what one key costs to load for all KV groups, ``group_key_bytes`` for one
-        group. A fused dense, window or masked kernel loads each visible key once per chunk; a
-        gathering kernel loads each selected entry once per query (and per KV group for MSA).
+        group. A fused dense, window or masked kernel loads each visible key once per chunk. A
+        gathering kernel loads each selected entry once per query, and per KV group for MSA.
         """
         counter = ctx.counter
         batch, n_q, n_head = q.shape[:3]
@@ -295,7 +300,7 @@ class MLAModule(AttentionBase):
         return "expanded"
 
     def _split_kv_up(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The key (nope) and value up-projections ``[H, nope, C]`` and ``[H, v, C]`` of kv_up."""
+        """Split kv_up into the key (nope) and value up-projections ``[H, nope, C]`` and ``[H, v, C]``."""
         att: MLAAttention = self.att
         w = self.wkv_b.view(att.n_head, att.qk_nope_head_dim + att.v_head_dim, att.kv_lora_rank)
         return w[:, : att.qk_nope_head_dim], w[:, att.qk_nope_head_dim :]
@@ -376,7 +381,7 @@ class MLAModule(AttentionBase):
         return self.run_core(ctx, q, k, v, plan, scale, expanded_bytes, head_bytes)
 
     def _absorbed(self, ctx, q_nope, q_rope, latent_all, k_rope_all, plan, scale, store):
-        """The latent attended as one shared KV head, with the up-projections folded in."""
+        """Attend the latent as one shared KV head, with the up-projections folded into q and the output."""
         counter = ctx.counter
         w_uk, w_uv = self._split_kv_up()
         with counter.op("attn.q_absorb"):
@@ -389,7 +394,7 @@ class MLAModule(AttentionBase):
             return self._head_gemm(counter, "bchk,hvk->bchv", out_latent, w_uv)
 
     def _head_gemm(self, counter, equation: str, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        """One weight matrix per head applied to that head's vector: reads the weights and x."""
+        """Apply one weight matrix per head to that head's vector, reading the weights and x."""
         y = einsum(counter, equation, x, weight)
         if counter.enabled:
             counter.add(

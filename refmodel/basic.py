@@ -16,13 +16,13 @@ from refmodel.counter import Counter, activation_bytes
 
 ROPE_BASE = 10000.0
 RMS_EPS = 1e-6
-# Score elements (query rows x keys x heads) one tile of queries may hold; tiles keep peak memory
-# linear in the context length however long a chunk is.
+# Score elements (query rows x keys x heads) that one tile of queries may hold. Tiles keep peak
+# memory linear in the context length, however long a chunk is.
 TILE_ELEMENTS = 1 << 22
 
 
 def init_weight(generator: torch.Generator, rows: int, cols: int, dtype: torch.dtype) -> nn.Parameter:
-    """A ``[rows, cols]`` weight with N(0, 1/cols) entries, so activations stay O(1)."""
+    """Draw a ``[rows, cols]`` weight with N(0, 1/cols) entries, so that activations stay O(1)."""
     w = torch.randn(rows, cols, generator=generator, dtype=torch.float64) / cols**0.5
     return nn.Parameter(w.to(dtype), requires_grad=False)
 
@@ -72,7 +72,7 @@ def rope(counter: Counter, x: torch.Tensor, positions: torch.Tensor) -> torch.Te
 
 @dataclass
 class RunContext:
-    """What one forward pass of a chunk needs besides the activations."""
+    """Inputs of one forward pass of a chunk, besides the activations."""
 
     counter: Counter
     positions: torch.Tensor  # [C] 1-based positions of the chunk's tokens

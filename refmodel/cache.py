@@ -1,6 +1,6 @@
 """Per-layer KV caches that store every token's record in the byte layout ctxsim counts.
 
-A ``RecordStore`` holds one record per cached token for B sequences. A record is one or more
+A ``RecordStore`` stores one record per cached token for B sequences. A record is one or more
 fields, each a vector stored by a codec (refmodel.quant): GQA caches K and V (two fields), MLA
 caches its latent and rope key (one field, or two in the ``fp8_ds_mla`` layout where the rope part
 stays bf16), and an indexer caches its index key (one field).
@@ -112,7 +112,8 @@ class RecordStore:
         if self.window is None:
             start = int(positions[0]) - 1
             end = start + positions.numel()
-            assert start == self.n_tokens and end <= self.capacity, (start, end, self.capacity)
+            assert start == self.n_tokens, (start, self.n_tokens)
+            assert end <= self.capacity, (end, self.capacity)
             for parts, new in zip(self.parts, encoded):
                 for stored, part in zip(parts, new):
                     stored[:, start:end] = part

@@ -1,7 +1,7 @@
 """Run a RefModel on a Workload and report, op by op, the work it really did.
 
 A phase runs on fresh caches. Tokens before the counted span (a cached prefix, or the N - 1
-tokens before a decode step) are prefilled with counting off; then the counted span runs with
+tokens before a decode step) are prefilled with counting off. Then the counted span runs with
 counting on: the prefill tokens cached_context + 1 .. context in chunks of chunk_size, or the one
 decode token at position context. KV bytes are measured from the tensors the caches hold at the
 end (N tokens).
@@ -136,7 +136,7 @@ def _ops_from_tallies(model: RefModel, counter: Counter) -> list[Op]:
 def count_workload(model: RefModel, workload: Workload, seed: int = 0, watch_torch: bool = False) -> CostReport:
     """Run ``workload`` on ``model`` and return a CostReport of the work it did, one Op per layer.
 
-    ``extras`` holds the raw tallies (``tallies``, keyed by phase, layer index and op name) and
+    ``extras`` contains the raw tallies (``tallies``, keyed by phase, layer index and op name) and
     the hidden states and logits of each phase. ``watch_torch`` also records torch's own FLOP
     count of every aten matmul in each tally (slower).
     """

@@ -1,6 +1,6 @@
 """Key selection: which cached keys each query attends.
 
-Positions are 1-based and the query at position t sees keys 1..t, itself included.
+Positions are 1-based and the query at position t can attend keys 1..t, itself included.
 
 - dense: all t keys.
 - window W with sinks: the last min(t, W) keys (W counts the query itself, as Hugging Face masks
@@ -121,9 +121,9 @@ class DSAChunk:
 class DSAIndexer(nn.Module):
     """Lightning indexer of DeepSeek-V3.2 (DeepSeek-V3.2-Exp inference/model.py, ``Indexer``).
 
-    Queries come from the MLA query latent (or from the layer input when there is none); the one
-    key head and the head weights come from the layer input. The head weights carry the
-    H_I^-1/2 d_I^-1/2 scale of the released code, folded into ``weights_proj`` so that it costs
+    Queries come from the MLA query latent, or from the layer input when there is none. The one
+    key head and the head weights come from the layer input. The H_I^-1/2 d_I^-1/2 scale that
+    the released code applies to the head weights is folded into ``weights_proj``, so it costs
     nothing per token.
     NOTE: the released indexer also layer-norms the key and rotates the first qk_rope_head_dim
     values of q and k, and quantises both to fp8 after a Hadamard rotation. ctxsim.counts leaves
