@@ -84,10 +84,9 @@ def main() -> None:
 
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {args.threads} torch threads, "
           f"torch {torch.__version__}, chunk {CHUNK_SIZE}")
-    print("| design | context | wall time (s) | peak RSS (MiB) | MiB per 1K tokens above the 8K run |")
+    print("| design | context | wall time (s) | peak RSS (MiB) | one N x N fp32 matrix (MiB) |")
     print("|---|---:|---:|---:|---:|")
     for design in args.designs:
-        base = None
         for context in args.contexts:
             out = subprocess.run(
                 [sys.executable, __file__, "--one", design, str(context), "--threads", str(args.threads)],
@@ -95,12 +94,8 @@ def main() -> None:
             )
             result = json.loads(out.stdout.splitlines()[-1])
             peak_mib = result["peak_rss_bytes"] / 2**20
-            if base is None:
-                base = (context, peak_mib)
-                slope = "-"
-            else:
-                slope = f"{(peak_mib - base[1]) / ((context - base[0]) / 1024):.2f}"
-            print(f"| {design} | {context:,} | {result['wall_s']:.1f} | {peak_mib:.0f} | {slope} |", flush=True)
+            square_mib = context * context * 4 / 2**20
+            print(f"| {design} | {context:,} | {result['wall_s']:.1f} | {peak_mib:.0f} | {square_mib:,.0f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 A RefModel is built from the same ModelSpec as the analytic counts, at full size or scaled down
 to run on a CPU (``build_model``). ``count_workload`` runs it on a Workload and returns a
-CostReport of what it really did, under the op names of ``ctxsim.counts``; ``compare_reports``
+CostReport of what it really did, under the op names of ``ctxsim.counts``. ``compare_reports``
 lines that report up with ``ctxsim.estimate`` op by op.
 
 Shape legend: B batch, C query tokens of a chunk, S keys held in a cache view, H query heads,

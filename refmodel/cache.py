@@ -1,9 +1,9 @@
 """Per-layer KV caches that store every token's record in the byte layout ctxsim counts.
 
 A ``RecordStore`` stores one record per cached token for B sequences. A record is one or more
-fields, each a vector stored by a codec (refmodel.quant): GQA caches K and V (two fields), MLA
-caches its latent and rope key (one field, or two in the ``fp8_ds_mla`` layout where the rope part
-stays bf16), and an indexer caches its index key (one field).
+fields, each a vector stored by a codec (refmodel.quant). GQA caches K and V as two fields. MLA
+caches its latent and rope key as one field, or as two in the ``fp8_ds_mla`` layout, where the
+rope part stays bf16. An indexer caches its index key as one field.
 
 Two capacity policies, matching what the architecture needs:
 - full: one slot per token of the context, allocated up front.

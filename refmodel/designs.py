@@ -84,5 +84,5 @@ SPARSE_DESIGNS = ("dsa", "dsa_indexshare", "gqa_dsa", "msa", "msa_two_local")
 
 
 def design(name: str) -> ModelSpec:
-    """The small ModelSpec of a named design (see DESIGNS)."""
+    """Build the small ModelSpec of a named design (see DESIGNS)."""
     return DESIGNS[name]()

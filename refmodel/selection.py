@@ -7,10 +7,11 @@ Positions are 1-based and the query at position t can attend keys 1..t, itself i
   key j when t - j >= W) plus the first ``sink_tokens`` keys when they lie outside the window.
 - DSA (DeepSeek-V3.2 lightning indexer): index score I(t, s) = sum_j w(t, j) ReLU(q_j(t) . k(s))
   over H_I index heads; the top min(t, k) keys of 1..t, the query itself a candidate.
-- MSA (MiniMax-M3): per KV group, one index query dotted with one shared index key; token scores
-  max-pooled to blocks of ``block_size`` keys; the init blocks and the local blocks (the block
-  holding the query and the ones before it) forced in; top ``topk_blocks`` blocks per group.
-  While ceil(t / block_size) <= topk_blocks every visible block is taken.
+- MSA (MiniMax-M3): per KV group, one index query is dotted with one shared index key. Token
+  scores are max-pooled to blocks of ``block_size`` keys, and each group takes its top
+  ``topk_blocks`` blocks. The init blocks and the local blocks (the block that contains the
+  query and the ones before it) are forced in. While ceil(t / block_size) <= topk_blocks every
+  visible block is taken.
 
 A selection for a tile of queries is either a mask over the cache view (dense, window, and every
 kind in masked execution) or per-query slot lists to gather (DSA and MSA in gathered execution).
@@ -127,8 +128,8 @@ class DSAIndexer(nn.Module):
     nothing per token.
     NOTE: the released indexer also layer-norms the key and rotates the first qk_rope_head_dim
     values of q and k, and quantises both to fp8 after a Hadamard rotation. ctxsim.counts leaves
-    the norm and rope out of the counts, so they are left out here too; the selection rule
-    (top-k of ReLU-weighted scores) is unchanged.
+    the norm and rope out of the counts, so they are left out here too. The selection rule,
+    top-k of ReLU-weighted scores, is unchanged.
     """
 
     def __init__(self, sel: DSASelection, d_model: int, q_in: int, weight_dtype: str, dtype, generator):

@@ -1,7 +1,7 @@
 """Prefill memory is bounded: no mode builds an N x N tensor.
 
 A dispatch mode inspects every tensor that a torch op returns during a one-chunk prefill of N
-tokens. With the score tile shrunk to 2^14 elements, a tile holds at most 10 queries at N = 384,
+tokens. With the score tile shrunk to 2^14 elements, a tile contains at most 10 queries at N = 384,
 so a tensor with two dimensions of N/2 or more can only be a square-in-N tensor. Model widths
 stay below N/2 (d_model 64, at most 160 per token).
 """
