@@ -11,6 +11,7 @@ import time
 
 from pydantic import ValidationError
 
+from ctxsim.cli import verify_dist
 from ctxsim.cli.common import format_table, human_bytes, parse_tokens, positive_int, print_json
 from ctxsim.spec import SpecError, Workload, load_model, preset_names
 from ctxsim.spec.dtypes import KV_DTYPES
@@ -32,7 +33,8 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
             "ctxsim's analytic counts op by op. Exits 1 on any mismatch."
         ),
     )
-    target = parser.add_mutually_exclusive_group(required=True)
+    # Neither is needed with --nproc, which can run its built-in suite of plans.
+    target = parser.add_mutually_exclusive_group(required=False)
     target.add_argument("--model", help="Preset name, ctxsim YAML path, or config.json path.")
     target.add_argument("--all", action="store_true", help="Verify every preset (at --scale small).")
     parser.add_argument(
@@ -64,6 +66,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--kv-dtype", choices=KV_DTYPES, default=None, help="KV-cache dtype (default: the model's).")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the random weights and tokens (default 0).")
     parser.add_argument("--json", action="store_true", help="Print JSON instead of tables.")
+    verify_dist.add_arguments(parser)
     parser.set_defaults(func=run_verify)
 
 
@@ -169,6 +172,10 @@ def _print_result(result: dict, workload: Workload, every_row: bool) -> None:
 
 def run_verify(args: argparse.Namespace) -> int:
     workload = _workload(args)
+    if verify_dist.wants_distributed(args):
+        return verify_dist.run_verify_distributed(args, workload)
+    if not args.all and args.model is None:
+        raise SpecError("missing --model: name a preset, or pass --all, or --nproc N for the multi-rank suite")
     if args.all and args.scale == "full":
         raise SpecError("--all runs every preset at --scale small: drop --scale full, or pass one --model")
     if args.all:
