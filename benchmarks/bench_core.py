@@ -9,6 +9,8 @@ imports are its own. Cases and the targets they are checked against:
 - sweep_grid_by_kind: the same grid with the per-op-kind columns as well.
 - sweep_contexts: 1,000,000 distinct contexts at batch 1, totals only.
 - totals_grid: ``ctxsim.counts.totals.Totals.evaluate`` on the grid, without the DataFrame.
+- sweep_hardware: 200 contexts at batch 1 on the h200 profile, with times (one op-level
+  report and ``estimate_time`` per point). No target.
 - estimate_scalar: one op-level ``ctxsim.estimate`` of GLM-5.2 at 128K tokens, prefill and
   decode, model already loaded. Target: at most 1 ms.
 - import: ``import ctxsim`` in a fresh interpreter with compiled bytecode cached, as after an
@@ -59,14 +61,16 @@ def _timed(fn, repeats: int) -> list[float]:
 # Cases (each runs in its own process and prints one JSON object)
 
 
-def case_sweep(repeats: int, by_kind: bool, contexts_only: bool) -> dict:
+def case_sweep(repeats: int, by_kind: bool, contexts_only: bool, hardware: str | None = None) -> dict:
     import numpy as np
     import pandas  # noqa: F401  (imported here so that the first timed run does not import it)
 
     import ctxsim
 
     ctxsim.load_model(MODEL)
-    if contexts_only:
+    if hardware is not None:
+        kwargs = {"contexts": GRID_CONTEXTS, "points": 200, "hardware": hardware}
+    elif contexts_only:
         kwargs = {"contexts": np.arange(1024, 1024 + N_CONTEXTS), "batches": 1}
     else:
         kwargs = {"contexts": GRID_CONTEXTS, "points": GRID_POINTS, "batches": np.arange(1, GRID_BATCHES + 1)}
@@ -147,6 +151,7 @@ CASES = {
     "sweep_grid_by_kind": lambda r: case_sweep(r, by_kind=True, contexts_only=False),
     "sweep_contexts": lambda r: case_sweep(r, by_kind=False, contexts_only=True),
     "totals_grid": case_totals_grid,
+    "sweep_hardware": lambda r: case_sweep(r, by_kind=True, contexts_only=False, hardware="h200"),
     "estimate_scalar": case_estimate_scalar,
     "import": lambda r: case_import(r, cached_bytecode=True),
     "import_from_source": lambda r: case_import(r, cached_bytecode=False),

@@ -378,8 +378,11 @@ class _Compiled:
         basis = np.empty((len(self.monomials), n_contexts))
         for i, mono in enumerate(self.monomials):
             row = basis[i]
-            row[:] = 1.0
-            for symbol in mono:
+            if not mono:
+                row.fill(1.0)
+                continue
+            np.copyto(row, symbols[mono[0]])
+            for symbol in mono[1:]:
                 row *= symbols[symbol]
         reduced = self.coef @ basis  # [columns x contexts]
 
@@ -390,6 +393,9 @@ class _Compiled:
                 term = term * symbols[symbol]
             if name in out:
                 out[name] += term
+            elif term.shape == shape:
+                # Row j of ``reduced`` (or a new product) serves no other column, so it is kept as is.
+                out[name] = term
             else:
                 out[name] = np.broadcast_to(term, shape).copy()
         for name in self.names:
@@ -564,7 +570,8 @@ class Totals:
             return {**per_sequence, "kv_bytes_per_device": kv.bytes_per_sequence * batch}
         out = {}
         for name, value in per_sequence.items():
-            out[name] = np.broadcast_to(np.asarray(value, dtype=np.float64).reshape(-1, 1), shape).copy()
+            column = np.asarray(value, dtype=np.float64).reshape(-1, 1)
+            out[name] = column if column.shape == shape else np.broadcast_to(column, shape).copy()
         out["kv_bytes_per_device"] = out["kv_bytes_per_sequence"] * batch[None, :]
         return out
 
