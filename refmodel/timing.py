@@ -66,12 +66,12 @@ def resolve_device(text: str) -> torch.device:
 
 
 def profile_device_type(device: torch.device) -> str:
-    """The HardwareProfile ``device_type`` of a torch device."""
+    """Return the HardwareProfile ``device_type`` of a torch device."""
     return "gpu" if device.type == "cuda" else "cpu"
 
 
 def cpu_model_name() -> str:
-    """The CPU model as /proc/cpuinfo names it, or what ``platform`` reports elsewhere."""
+    """Return the CPU model as /proc/cpuinfo names it, or what ``platform`` reports elsewhere."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as handle:
             for line in handle:
@@ -167,7 +167,7 @@ CPU_CLOCKS = ("thread", "wall")
 
 
 def make_clock(device: torch.device, cpu_clock: str = "wall"):
-    """A clock for ``device``: CUDA events on a GPU; on a CPU the thread's CPU time or wall time."""
+    """Make a clock for ``device``: CUDA events on a GPU, and on a CPU the thread's CPU time or wall time."""
     if device.type == "cuda":
         return _CudaClock(device)
     if cpu_clock not in CPU_CLOCKS:
@@ -176,7 +176,7 @@ def make_clock(device: torch.device, cpu_clock: str = "wall"):
 
 
 def clock_name(device: torch.device, cpu_clock: str) -> str:
-    """How timings on ``device`` are taken, in words for the provenance."""
+    """Describe how timings on ``device`` are taken, in words for the provenance."""
     if device.type == "cuda":
         return "CUDA events"
     return "thread CPU time" if cpu_clock == "thread" else "wall time"
@@ -224,7 +224,7 @@ def median(values: list[float]) -> float:
 
 @dataclass
 class _Store:
-    """What a RecordStore holds, to undo a decode step's append between repeats."""
+    """Saved positions and tensors of a RecordStore, to undo a decode step's append between repeats."""
 
     positions: torch.Tensor
     parts: list[list[torch.Tensor]]
@@ -286,7 +286,7 @@ class _LayerRun:
     saved: tuple = ()
 
     def cache(self) -> LayerCache:
-        """A cache ready for one run: empty for a prefill, N - 1 tokens for a decode step."""
+        """Return a cache ready for one run: empty for a prefill, N - 1 tokens for a decode step."""
         if self.prefilled is None:
             cache = self.layer.attention.make_cache(self.shape.batch, self.shape.context, "bf16")
             return _move_cache(cache, self.device)
@@ -449,7 +449,7 @@ class Timer:
         return self._time(adds) / n_ops
 
     def copy(self, n_elements: int) -> OpTiming:
-        """A tensor copy, counted as ctxsim counts a bf16 activation: 2 bytes per element each way."""
+        """Time a tensor copy, counted as ctxsim counts a bf16 activation: 2 bytes per element each way."""
         src = torch.randn(n_elements, device=self.device).to(self.dtype)
         dst = torch.empty_like(src)
         moved = n_elements * ACTIVATION_BYTES
@@ -457,7 +457,7 @@ class Timer:
         return OpTiming(op, self._time(lambda: dst.copy_(src)), 1, f"copy n={n_elements}")
 
     def gather(self, rows: int, d_model: int = 512, vocab: int = 32768) -> OpTiming:
-        """The reference model's embedding lookup (``table[ids]``), counted as ctxsim counts ``embed``."""
+        """Time the reference model's embedding lookup (``table[ids]``), counted as ctxsim counts ``embed``."""
         generator = torch.Generator().manual_seed(0)
         table = torch.randn(vocab, d_model, generator=generator).to(self.device, self.dtype)
         ids = torch.randint(0, vocab, (1, rows), generator=generator).to(self.device)

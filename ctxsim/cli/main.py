@@ -18,6 +18,7 @@ SUBCOMMAND_MODULES = [
     "ctxsim.cli.verify",
     "ctxsim.cli.sweep",
     "ctxsim.cli.plot",
+    "ctxsim.cli.calibrate",
 ]
 
 

@@ -24,6 +24,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ctxsim.spec.errors import SpecError, format_validation_error
@@ -94,6 +95,59 @@ class Efficiency(_Strict):
         if kind not in COMPUTE_KINDS:
             raise ValueError(f"unknown op kind '{kind}': use one of {', '.join(COMPUTE_KINDS)}")
         return getattr(self, kind)
+
+
+def _efficiency_at(knots: list[float], values: list[float], size):
+    """Efficiency at ``size`` (a number or an array) on a curve given at ``knots``.
+
+    Between knots log efficiency is linear in log size, and above the last knot it stays at its
+    last value. Below the first knot it falls in proportion to the size, so the op takes as long
+    as one of the first knot's size. A size of 0 returns the first knot's value: the op has no
+    such work, and 0 divided by it is 0.
+    """
+    sizes = np.asarray(size, dtype=np.float64)
+    first = knots[0]
+    clamped = np.maximum(sizes, first)
+    out = np.exp(np.interp(np.log(clamped), np.log(knots), np.log(values)))
+    below = (sizes > 0) & (sizes < first)
+    out = np.where(below, values[0] * sizes / first, out)
+    return float(out) if out.ndim == 0 else out
+
+
+class EfficiencyCurve(_Strict):
+    """Efficiencies of one op kind as functions of the work one launch does, fitted by calibration.
+
+    Between knots log efficiency is linear in log size, and above the last knot it stays at the
+    last value. Below the first knot the op takes as long as one at the first knot, because a
+    fixed cost dominates small ops. Compute size is FLOPs (matmul plus other) per launch, and
+    memory size is bytes read plus written per launch.
+    """
+
+    compute_size_flops: list[PositiveFloat] = Field(min_length=1, description="Compute knots: FLOPs per launch, increasing.")
+    compute: list[Fraction] = Field(min_length=1, description="Fraction of peak FLOP/s at each compute knot.")
+    memory_size_bytes: list[PositiveFloat] = Field(min_length=1, description="Memory knots: bytes per launch, increasing.")
+    memory: list[Fraction] = Field(min_length=1, description="Fraction of memory bandwidth at each memory knot.")
+    source: Source
+
+    @model_validator(mode="after")
+    def _knots_match_values(self) -> "EfficiencyCurve":
+        for knots, values, name in (
+            (self.compute_size_flops, self.compute, "compute"),
+            (self.memory_size_bytes, self.memory, "memory"),
+        ):
+            if len(knots) != len(values):
+                raise ValueError(f"{name} has {len(values)} values for {len(knots)} knots: give one value per knot")
+            if any(b <= a for a, b in zip(knots, knots[1:])):
+                raise ValueError(f"{name} knots must increase strictly: sort them and drop repeats")
+        return self
+
+    def compute_at(self, flops_per_launch):
+        """Compute efficiency of a launch of ``flops_per_launch`` FLOPs (a number or an array)."""
+        return _efficiency_at(self.compute_size_flops, self.compute, flops_per_launch)
+
+    def memory_at(self, bytes_per_launch):
+        """Memory efficiency of a launch that moves ``bytes_per_launch`` bytes (a number or an array)."""
+        return _efficiency_at(self.memory_size_bytes, self.memory, bytes_per_launch)
 
 
 class InSwitchReduction(_Strict):
@@ -196,6 +250,32 @@ class ScaleOut(_Strict):
     source: Source
 
 
+class FitResidual(_Strict):
+    """How well a calibration fit matches the timings of one op kind it was fitted to."""
+
+    samples: Annotated[int, Field(ge=1, strict=True)] = Field(description="Timed ops of this kind.")
+    median_abs_error: NonNegativeFloat = Field(description="Median of |predicted - measured| / measured.")
+    max_abs_error: NonNegativeFloat = Field(description="Largest |predicted - measured| / measured.")
+
+
+class CalibrationRun(_Strict):
+    """How ``ctxsim calibrate`` measured: what it timed, how often, and how well the fit matches."""
+
+    base_profile: str = Field(min_length=1, description="Profile the peaks and untimed numbers come from.")
+    torch_dtype: str = Field(min_length=1, description="Dtype the reference model ran in.")
+    threads: Annotated[int, Field(ge=1, strict=True)] | None = Field(
+        None, description="torch intra-op threads on a CPU; null on a GPU."
+    )
+    clock: str = Field(min_length=1, description="How times were taken: CUDA events, thread CPU time, or wall time.")
+    grid: str = Field(min_length=1, description="Name of the shape grid (tiny, quick or full).")
+    shapes: list[str] = Field(default_factory=list, description="Every timed layer run and probe.")
+    repeats: str = Field(min_length=1, description="Warm-up and timed runs per shape; times are medians.")
+    samples: Annotated[int, Field(ge=1, strict=True)] = Field(description="Timed ops the fit used.")
+    duration_s: NonNegativeFloat = Field(description="Wall time of the whole calibration.")
+    load_average: NonNegativeFloat | None = Field(None, description="1-minute load average at the start (CPU).")
+    residuals: dict[str, FitResidual] = Field(default_factory=dict, description="Fit error per op kind.")
+
+
 class Provenance(_Strict):
     """Where the profile comes from: datasheets, or a calibration run on a named device."""
 
@@ -206,6 +286,7 @@ class Provenance(_Strict):
         default_factory=dict, description="Versions used by a calibration run (torch, CUDA, driver)."
     )
     notes: str = ""
+    calibration: CalibrationRun | None = Field(None, description="The measurement and fit of a calibration run.")
 
     @model_validator(mode="after")
     def _calibration_names_device(self) -> "Provenance":
@@ -235,6 +316,14 @@ class HardwareProfile(_Strict):
     scale_up: ScaleUp
     scale_out: ScaleOut | None = Field(None, description="Network between domains; null when none is typical.")
     efficiency: Efficiency
+    efficiency_curves: dict[str, EfficiencyCurve] = Field(
+        default_factory=dict,
+        description="Fitted efficiency curves per op kind; where present they replace 'efficiency' in op times.",
+    )
+    efficiency_curves_by_op: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*$")], EfficiencyCurve] = Field(
+        default_factory=dict,
+        description="Fitted efficiency curves per op name (attn.core, ffn.up, ...); they take precedence over the kind's.",
+    )
     sources: dict[str, Source] = Field(description="Source of each top-level number, keyed by field name.")
     provenance: Provenance
 
@@ -262,6 +351,13 @@ class HardwareProfile(_Strict):
         return self
 
     @model_validator(mode="after")
+    def _curves_name_kinds(self) -> "HardwareProfile":
+        unknown = sorted(set(self.efficiency_curves) - set(COMPUTE_KINDS))
+        if unknown:
+            raise ValueError(f"efficiency_curves has unknown kinds {', '.join(unknown)}: use {', '.join(COMPUTE_KINDS)}")
+        return self
+
+    @model_validator(mode="after")
     def _uncertain_profile_says_why(self) -> "HardwareProfile":
         if self.confidence != "high" and not self.confidence_note.strip():
             raise ValueError(f"confidence '{self.confidence}' needs a confidence_note: say which numbers are uncertain")
@@ -278,6 +374,28 @@ class HardwareProfile(_Strict):
                 return self.peak_flops[key]
         known = ", ".join(["fp32", *_PEAK_FALLBACK])
         raise ValueError(f"unknown compute dtype '{dtype}': use one of {known}")
+
+    def efficiency_curve(self, kind: str, op_name: str | None = None) -> EfficiencyCurve | None:
+        """The fitted curve for an op: its name's curve, else its kind's, else None."""
+        if op_name is not None and op_name in self.efficiency_curves_by_op:
+            return self.efficiency_curves_by_op[op_name]
+        return self.efficiency_curves.get(kind)
+
+    def compute_efficiency(self, kind: str, flops_per_launch=None, op_name: str | None = None):
+        """Compute efficiency of an op: its fitted curve at ``flops_per_launch`` when the profile
+        has one (and a size is given), else the kind's constant efficiency."""
+        curve = self.efficiency_curve(kind, op_name)
+        if curve is None or flops_per_launch is None:
+            return self.efficiency.of(kind).compute
+        return curve.compute_at(flops_per_launch)
+
+    def memory_efficiency(self, kind: str, bytes_per_launch=None, op_name: str | None = None):
+        """Memory efficiency of an op: its fitted curve at ``bytes_per_launch`` when the profile
+        has one (and a size is given), else the kind's constant efficiency."""
+        curve = self.efficiency_curve(kind, op_name)
+        if curve is None or bytes_per_launch is None:
+            return self.efficiency.of(kind).memory
+        return curve.memory_at(bytes_per_launch)
 
     def ridge_point(self, dtype: str = "bf16", kind: str = "gemm") -> float:
         """FLOPs per byte above which an op of ``kind`` in ``dtype`` is compute-bound."""

@@ -86,17 +86,24 @@ def classify_bound(compute_s: Number, memory_s: Number, launch_s: Number) -> Any
     return "compute" if compute_s > memory_s else "memory"
 
 
-def compute_time_s(op: Op, profile: HardwareProfile) -> Number:
-    """Compute time of one run: matmul FLOPs on the matrix units, the rest on the vector units."""
-    eff = profile.efficiency.of(op.kind).compute
+def compute_time_s(op: Op, profile: HardwareProfile, launches: Number = 1) -> Number:
+    """Compute time of one run: matmul FLOPs on the matrix units, the rest on the vector units.
+
+    A profile with a fitted efficiency curve for the op (by name, else by kind) takes the
+    efficiency at the FLOPs of one launch (the run's FLOPs over ``launches``).
+    """
+    eff = profile.compute_efficiency(op.kind, op.flops / launches, op.name)
     matmul_rate = profile.peak_flops_for(op.dtype) * eff
     vector_rate = profile.vector_flops_per_s * eff
     return op.matmul_flops / matmul_rate + op.other_flops / vector_rate
 
 
-def memory_time_s(op: Op, profile: HardwareProfile) -> Number:
-    """Memory time of one run: bytes read plus written over the kind's share of the bandwidth."""
-    eff = profile.efficiency.of(op.kind).memory
+def memory_time_s(op: Op, profile: HardwareProfile, launches: Number = 1) -> Number:
+    """Memory time of one run: bytes read plus written over the kind's share of the bandwidth.
+
+    A fitted efficiency curve is read at the bytes of one launch, as in ``compute_time_s``.
+    """
+    eff = profile.memory_efficiency(op.kind, (op.bytes_read + op.bytes_written) / launches, op.name)
     return (op.bytes_read + op.bytes_written) / (profile.memory_bandwidth_bytes_per_s * eff)
 
 
@@ -108,8 +115,8 @@ def op_time(op: Op, profile: HardwareProfile, launches: Number = 1) -> OpTime:
     """
     if op.kind == "collective":
         raise ValueError(f"op '{op.name}' is a collective: time it with ctxsim.time.collectives.collective_op_time")
-    compute_s = compute_time_s(op, profile)
-    memory_s = memory_time_s(op, profile)
+    compute_s = compute_time_s(op, profile, launches)
+    memory_s = memory_time_s(op, profile, launches)
     launch_s = launches * profile.launch_overhead_s
     return OpTime(
         name=op.name,

@@ -1,0 +1,360 @@
+"""Fit efficiency curves per op kind to measured op times, with the time model's own formula.
+
+A sample is one timed op: its exact counts, its forward passes (``launches``) and its median
+time. For an op of kind K on a profile with peaks P (per dtype), V (vector FP32) and W (memory
+bandwidth), the time model predicts
+
+    compute_s = (matmul_flops / P + other_flops / V) * g_c(flops per launch)
+    memory_s  = (bytes_read + bytes_written) / W * g_m(bytes per launch)
+    time_s    = max(compute_s, memory_s) + launches * launch_overhead_s
+
+where ``g = 1 / efficiency`` is the slowness. Each curve is given at knots one decade apart in
+size. Between knots log g is linear in log size, the shape that ``EfficiencyCurve`` evaluates.
+Below the first knot the time stays at the first knot's, so g grows as 1 / size.
+
+Curves are fitted per op kind, from all the kind's samples, and per op name for every name with
+at least MIN_OP_SAMPLES samples. The time model uses a name's curve where there is one and the
+kind's curve for other ops of the kind (for example MoE experts when only dense MLPs were
+timed). Ops of one kind differ in fixed cost and in efficiency: on a CPU a decode step's rotary
+embedding takes ten times as long as its residual add, although both are small elementwise ops.
+
+The launch overhead is measured directly (back-to-back tiny ops) and held fixed. For each curve
+the knot values start at the lower envelope of the slowness each sample implies, because no op
+runs faster than its kind's curve allows in either regime. A Levenberg-Marquardt loop then
+minimises the Huber loss of the log errors (relative errors, robust to a sample that another
+process slowed down) plus a small penalty on the jump between neighbouring knots, which ties
+knots with few samples to their neighbours.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ctxsim.counts.names import OP_KIND
+from ctxsim.spec.hardware import HardwareProfile
+
+# Weight of the penalty on (log g_k - log g_{k+1})^2, against squared log errors of samples.
+SMOOTHNESS = 0.001
+# Quantile of the implied log slowness near a knot that starts the fit (the lower envelope,
+# a little above the minimum so that one fast outlier does not set it).
+ENVELOPE_QUANTILE = 0.1
+MAX_ITERATIONS = 200
+# Log error above which the Huber loss grows linearly instead of quadratically.
+HUBER_DELTA = 0.2
+# Samples an op name needs for a curve of its own; names with fewer use their kind's curve.
+MIN_OP_SAMPLES = 4
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One timed op: exact counts of one run, forward passes, and the median measured time."""
+
+    kind: str
+    name: str
+    matmul_flops: float
+    other_flops: float
+    bytes: float
+    launches: int
+    time_s: float
+    dtype: str = "bf16"
+    shape: str = ""
+
+    @property
+    def flops(self) -> float:
+        return self.matmul_flops + self.other_flops
+
+
+@dataclass
+class Curve:
+    """Slowness (1 / efficiency, against the fit's peaks) at knots of size per launch."""
+
+    knots: np.ndarray
+    slowness: np.ndarray
+    # Whether some sample bound by this regime lies next to each knot; knots without one carry
+    # only an upper bound on their slowness.
+    supported: np.ndarray
+
+    def log_slowness(self, sizes: np.ndarray) -> np.ndarray:
+        weights, offset = _basis(np.log(sizes), np.log(self.knots))
+        return weights @ np.log(self.slowness) + offset
+
+
+@dataclass
+class CurveFit:
+    """The fitted compute and memory curves of one op kind or op name, and its samples' errors."""
+
+    key: str
+    kind: str
+    compute: Curve | None
+    memory: Curve | None
+    errors: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    @property
+    def median_abs_error(self) -> float:
+        return float(np.median(np.abs(self.errors)))
+
+    @property
+    def max_abs_error(self) -> float:
+        return float(np.max(np.abs(self.errors)))
+
+
+@dataclass
+class Fit:
+    """Curves per kind and per op name, the fixed launch overhead, and the errors per kind."""
+
+    launch_overhead_s: float
+    kinds: dict[str, CurveFit]
+    ops: dict[str, CurveFit] = field(default_factory=dict)
+    # Relative errors of every sample of each kind, each predicted by the curve the time model
+    # would use (its name's, else its kind's).
+    errors: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def curve_for(self, sample: "Sample") -> CurveFit:
+        return self.ops.get(sample.name) or self.kinds[sample.kind]
+
+    def predict(self, samples: list["Sample"], profile: HardwareProfile) -> np.ndarray:
+        """Predicted times of ``samples`` (all of fitted kinds) with the curves the time model uses."""
+        out = np.zeros(len(samples))
+        groups: dict[int, list[int]] = {}
+        fits: dict[int, CurveFit] = {}
+        for i, sample in enumerate(samples):
+            curve = self.curve_for(sample)
+            groups.setdefault(id(curve), []).append(i)
+            fits[id(curve)] = curve
+        for key, index in groups.items():
+            data = _Data.of([samples[i] for i in index], profile)
+            out[index] = _predict(data, fits[key].compute, fits[key].memory, self.launch_overhead_s)
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Arrays of one kind's samples
+
+
+@dataclass
+class _Data:
+    compute_s: np.ndarray  # matmul and other FLOPs at the peaks (efficiency 1)
+    memory_s: np.ndarray  # bytes at the full bandwidth
+    flops: np.ndarray  # per launch
+    bytes: np.ndarray  # per launch
+    launches: np.ndarray
+    time_s: np.ndarray
+
+    @classmethod
+    def of(cls, samples: list[Sample], profile: HardwareProfile) -> "_Data":
+        launches = np.array([s.launches for s in samples], dtype=np.float64)
+        compute = [s.matmul_flops / profile.peak_flops_for(s.dtype) + s.other_flops / profile.vector_flops_per_s for s in samples]
+        return cls(
+            compute_s=np.array(compute),
+            memory_s=np.array([s.bytes for s in samples]) / profile.memory_bandwidth_bytes_per_s,
+            flops=np.array([s.flops for s in samples]) / launches,
+            bytes=np.array([s.bytes for s in samples]) / launches,
+            launches=launches,
+            time_s=np.array([s.time_s for s in samples]),
+        )
+
+
+def _basis(log_sizes: np.ndarray, log_knots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Interpolation weights ``[n, K]`` of log slowness at each size, and the below-first offset.
+
+    Below the first knot the time stays at the first knot's, so log g gains log(s0 / s).
+    """
+    n, k = len(log_sizes), len(log_knots)
+    weights = np.zeros((n, k))
+    offset = np.maximum(log_knots[0] - log_sizes, 0.0)
+    if k == 1:
+        weights[:, 0] = 1.0
+        return weights, offset
+    x = np.clip(log_sizes, log_knots[0], log_knots[-1])
+    j = np.clip(np.searchsorted(log_knots, x, side="right") - 1, 0, k - 2)
+    t = (x - log_knots[j]) / (log_knots[j + 1] - log_knots[j])
+    rows = np.arange(n)
+    weights[rows, j] = 1.0 - t
+    weights[rows, j + 1] = t
+    return weights, offset
+
+
+def _decade_knots(sizes: np.ndarray) -> np.ndarray:
+    low = math.floor(math.log10(sizes.min()))
+    high = math.ceil(math.log10(sizes.max()))
+    return 10.0 ** np.arange(low, max(high, low) + 1, dtype=np.float64)
+
+
+def _terms(data: _Data, compute: Curve | None, memory: Curve | None) -> tuple[np.ndarray, np.ndarray]:
+    tc = np.zeros_like(data.time_s)
+    tm = np.zeros_like(data.time_s)
+    if compute is not None:
+        has = data.compute_s > 0
+        tc[has] = data.compute_s[has] * np.exp(compute.log_slowness(data.flops[has]))
+    if memory is not None:
+        has = data.memory_s > 0
+        tm[has] = data.memory_s[has] * np.exp(memory.log_slowness(data.bytes[has]))
+    return tc, tm
+
+
+def _predict(data: _Data, compute: Curve | None, memory: Curve | None, launch_s: float) -> np.ndarray:
+    tc, tm = _terms(data, compute, memory)
+    return np.maximum(tc, tm) + data.launches * launch_s
+
+
+# ---------------------------------------------------------------------------------------------
+# Fitting one kind
+
+
+def _envelope(implied: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Start value of each knot: a low quantile of the implied log slowness of its nearest samples."""
+    k = weights.shape[1]
+    nearest = np.argmax(weights, axis=1)
+    start = np.full(k, np.nan)
+    for knot in range(k):
+        near = implied[nearest == knot]
+        if near.size:
+            start[knot] = np.quantile(near, ENVELOPE_QUANTILE)
+    filled = np.flatnonzero(~np.isnan(start))
+    for knot in np.flatnonzero(np.isnan(start)):
+        start[knot] = start[filled[np.argmin(np.abs(filled - knot))]]
+    return start
+
+
+@dataclass
+class _Regime:
+    """One regime (compute or memory) of one kind during the fit."""
+
+    x_s: np.ndarray  # time at efficiency 1, per sample (0 where the sample has no such work)
+    knots: np.ndarray
+    weights: np.ndarray  # [n, K], zero rows where x_s == 0
+    offset: np.ndarray
+
+    @classmethod
+    def of(cls, x_s: np.ndarray, sizes: np.ndarray) -> "_Regime | None":
+        has = x_s > 0
+        if not has.any():
+            return None
+        knots = _decade_knots(sizes[has])
+        weights = np.zeros((len(x_s), len(knots)))
+        offset = np.zeros(len(x_s))
+        w, o = _basis(np.log(sizes[has]), np.log(knots))
+        weights[has], offset[has] = w, o
+        return cls(x_s, knots, weights, offset)
+
+    def term(self, theta: np.ndarray) -> np.ndarray:
+        out = np.zeros_like(self.x_s)
+        has = self.x_s > 0
+        out[has] = self.x_s[has] * np.exp(self.weights[has] @ theta + self.offset[has])
+        return out
+
+    def start(self, work_s: np.ndarray) -> np.ndarray:
+        has = self.x_s > 0
+        implied = np.log(work_s[has] / self.x_s[has]) - self.offset[has]
+        return _envelope(implied, self.weights[has])
+
+
+def _penalty_rows(n_knots: int) -> np.ndarray:
+    rows = np.zeros((max(n_knots - 1, 0), n_knots))
+    for k in range(n_knots - 1):
+        rows[k, k], rows[k, k + 1] = 1.0, -1.0
+    return rows * math.sqrt(SMOOTHNESS)
+
+
+def _fit_regimes(regimes: list[_Regime], data: _Data, launch_s: float) -> list[np.ndarray]:
+    """Levenberg-Marquardt on the knot values (log slowness) of the regimes of one kind."""
+    fixed = data.launches * launch_s
+    # Time left for the work once the launches are paid. A sample measured faster than its
+    # launches alone still gets a positive share, so that its log stays finite.
+    work_s = np.maximum(data.time_s - fixed, 0.05 * data.time_s)
+    thetas = [r.start(work_s) for r in regimes]
+    sizes = [len(t) for t in thetas]
+    penalty = np.zeros((0, sum(sizes)))
+    column = 0
+    for size in sizes:
+        block = np.zeros((max(size - 1, 0), sum(sizes)))
+        block[:, column : column + size] = _penalty_rows(size)
+        penalty = np.vstack([penalty, block])
+        column += size
+
+    def evaluate(theta: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+        """Huber cost, and the residuals and Jacobian weighted for one IRLS step."""
+        parts = np.split(theta, np.cumsum(sizes)[:-1])
+        terms = [r.term(p) for r, p in zip(regimes, parts)]
+        stacked = np.vstack(terms)
+        binding = np.argmax(stacked, axis=0)
+        pred = stacked.max(axis=0) + fixed
+        jac = np.zeros((len(pred), len(theta)))
+        column = 0
+        for index, (regime, term) in enumerate(zip(regimes, terms)):
+            rows = binding == index
+            jac[rows, column : column + sizes[index]] = (term[rows] / pred[rows])[:, None] * regime.weights[rows]
+            column += sizes[index]
+        errors = np.log(pred / data.time_s)
+        size = np.abs(errors)
+        huber = np.where(size <= HUBER_DELTA, 0.5 * errors**2, HUBER_DELTA * (size - 0.5 * HUBER_DELTA))
+        smooth = penalty @ theta
+        cost = float(huber.sum() + 0.5 * smooth @ smooth)
+        weight = np.sqrt(np.where(size <= HUBER_DELTA, 1.0, HUBER_DELTA / np.maximum(size, 1e-300)))
+        r = np.concatenate([weight * errors, smooth])
+        return cost, r, np.vstack([weight[:, None] * jac, penalty])
+
+    theta = np.concatenate(thetas)
+    cost, r, jac = evaluate(theta)
+    damping = 1e-3
+    for _ in range(MAX_ITERATIONS):
+        normal = jac.T @ jac
+        step = np.linalg.solve(normal + damping * (np.diag(np.diag(normal)) + 1e-9 * np.eye(len(theta))), -jac.T @ r)
+        trial = theta + step
+        cost_trial, r_trial, jac_trial = evaluate(trial)
+        if cost_trial < cost:
+            converged = cost - cost_trial < 1e-10 * max(cost, 1e-30)
+            theta, r, jac, cost = trial, r_trial, jac_trial, cost_trial
+            damping = max(damping / 3, 1e-9)
+            if converged:
+                break
+        else:
+            damping *= 4
+            if damping > 1e9:
+                break
+    return np.split(theta, np.cumsum(sizes)[:-1])
+
+
+def _supported(regime: _Regime, binding_rows: np.ndarray) -> np.ndarray:
+    return regime.weights[binding_rows].sum(axis=0) > 0.25
+
+
+def fit_curves(key: str, samples: list[Sample], profile: HardwareProfile, launch_s: float) -> CurveFit:
+    """Fit the compute and memory curves of one op kind or op name to its samples (all of one kind)."""
+    data = _Data.of(samples, profile)
+    compute = _Regime.of(data.compute_s, data.flops)
+    memory = _Regime.of(data.memory_s, data.bytes)
+    regimes = [r for r in (compute, memory) if r is not None]
+    if not regimes:
+        raise ValueError(f"the samples of '{key}' have neither FLOPs nor bytes: nothing to fit")
+    thetas = _fit_regimes(regimes, data, launch_s)
+
+    terms = [r.term(t) for r, t in zip(regimes, thetas)]
+    binding = np.argmax(np.vstack(terms), axis=0)
+    curves = [Curve(r.knots, np.exp(t), _supported(r, binding == i)) for i, (r, t) in enumerate(zip(regimes, thetas))]
+    compute_curve = curves.pop(0) if compute is not None else None
+    memory_curve = curves.pop(0) if memory is not None else None
+    pred = _predict(data, compute_curve, memory_curve, launch_s)
+    return CurveFit(key, samples[0].kind, compute_curve, memory_curve, (pred - data.time_s) / data.time_s)
+
+
+def fit_samples(samples: list[Sample], profile: HardwareProfile, launch_overhead_s: float) -> Fit:
+    """Fit every kind and every op name with enough samples, with the launch overhead held fixed."""
+    if not samples:
+        raise ValueError("no timed ops to fit")
+    fit = Fit(launch_overhead_s, {})
+    for kind in dict.fromkeys(s.kind for s in samples):
+        fit.kinds[kind] = fit_curves(kind, [s for s in samples if s.kind == kind], profile, launch_overhead_s)
+    # Probes that are not ops of the counts (the memory copy) only inform their kind's curve.
+    for name in dict.fromkeys(s.name for s in samples if s.name in OP_KIND):
+        named = [s for s in samples if s.name == name]
+        if len(named) >= MIN_OP_SAMPLES:
+            fit.ops[name] = fit_curves(name, named, profile, launch_overhead_s)
+    measured = np.array([s.time_s for s in samples])
+    errors = (fit.predict(samples, profile) - measured) / measured
+    for kind in fit.kinds:
+        fit.errors[kind] = errors[[i for i, s in enumerate(samples) if s.kind == kind]]
+    return fit
