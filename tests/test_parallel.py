@@ -307,9 +307,10 @@ def test_estimate_rejects_invalid_plan():
         ctxsim.estimate("llama-3.1-8b", Workload(context=4096), ParallelPlan(tp=3))
 
 
-def test_batch_below_dp_rejected():
-    with pytest.raises(SpecError, match="batch 1 is smaller than dp 2"):
-        parallel_counts(load_model("llama-3.1-8b"), Workload(context=4096), ParallelPlan(dp=2))
+def test_batch_below_dp_leaves_rank_idle():
+    counts = parallel_counts(load_model("llama-3.1-8b"), Workload(context=4096), ParallelPlan(dp=2))
+    assert counts.devices[1].kv_cache_bytes == 0
+    assert counts.devices[0].kv_cache_bytes == 4096 * 32 * 4096
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,7 +6,8 @@ import argparse
 
 from pydantic import ValidationError
 
-from ctxsim.cli import timing
+from ctxsim.cli import plan_args, timing
+from ctxsim.cli.per_device import format_per_device
 from ctxsim.cli.common import format_table, human_bytes, human_count, parse_tokens, positive_int, print_json
 from ctxsim.counts import estimate, report_to_dict
 from ctxsim.counts.report import CostReport, Op
@@ -49,6 +50,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     )
 
     timing.add_arguments(parser)
+    plan_args.add_plan_arguments(parser, with_tp_dp=False)
     parser.add_argument("--json", action="store_true", help="Print JSON instead of tables.")
     parser.set_defaults(func=run_estimate)
 
@@ -77,6 +79,16 @@ def _workload(args: argparse.Namespace) -> Workload:
 
 def run_estimate(args: argparse.Namespace) -> int:
     spec = load_model(args.model)
+    if plan_args.wants_plan(args) and args.hardware is None and args.gpus is None:
+        # A plan without hardware: counts plus the per-device section, no times.
+        report = estimate(spec, _workload(args), plan_args.plan_from_args(args))
+        print_json(report_to_dict(report)) if args.json else print(format_report(report))
+        return 0
+    if plan_args.wants_plan(args, beyond_tp_dp=True):
+        raise SpecError(
+            "--hardware and --gpus time tp and dp plans only: drop them to see the per-device memory and "
+            "traffic of pp, ep, cp and layer_split plans"
+        )
     if timing.wants_timing(args):
         return timing.run_timed(args, spec, _workload(args), format_report)
     report = estimate(spec, _workload(args))
@@ -161,4 +173,7 @@ def format_report(report: CostReport) -> str:
         f"weights: {human_bytes(report.weights_bytes)}; prefill activation peak: "
         f"{human_bytes(report.activation_peak_bytes)}",
     ]
+    parallel = report.extras.get("parallel")
+    if parallel is not None:
+        lines.append(format_per_device(parallel))
     return "\n".join(lines)

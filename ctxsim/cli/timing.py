@@ -11,6 +11,7 @@ from typing import Any
 
 from ctxsim.cli.common import format_table, human_bytes, human_seconds, positive_int, print_json
 from ctxsim.counts import report_to_dict
+from ctxsim.counts.parallel import parallel_counts
 from ctxsim.spec import SpecError, Workload
 from ctxsim.spec.hardware import load_hardware
 from ctxsim.spec.model import ModelSpec
@@ -169,6 +170,8 @@ def run_timed(args: argparse.Namespace, spec: ModelSpec, workload: Workload, for
     profile = load_hardware(args.hardware)
     plan = resolve_plan(args, profile.scale_up.domain_size)
     report = device_report(spec, workload, plan)
+    # Every device's memory and traffic, for the per-device section and JSON.
+    report.extras["parallel"] = parallel_counts(spec, workload, plan)
     times = estimate_time(report, profile, overlap=args.overlap, total_batch=workload.batch)
     capacity = capacity_from_report(report, profile, memory_fraction=args.memory_fraction)
     local = workload.model_copy(update={"batch": report.workload.batch})

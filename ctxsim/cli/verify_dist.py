@@ -165,7 +165,8 @@ def run_verify_distributed(args: argparse.Namespace, workload: Workload) -> int:
     else:
         elapsed = time.perf_counter() - start
         print(
-            f"{len(results)} plans on {results[0]['nproc']} processes, {failed} with mismatches "
+            f"{len(results)} plan{'' if len(results) == 1 else 's'} on {results[0]['nproc']} processes, "
+            f"{failed} with mismatches "
             f"({elapsed:.1f} s with the processes' start)"
         )
     return 1 if failed else 0

@@ -10,9 +10,9 @@ parallel degree does to one device:
   and its index keys, the MoE router and the norms are replicated on every tp rank.
 - pp: each stage holds and runs its own layers; the first stage also holds the embedding, the
   last stage the LM head (a copy of the embedding when they are tied and pp > 1).
-- dp: requests are split, rank d holding batch // dp sequences plus one for d < batch % dp. With
-  attention_dp the dp ranks share the MoE layers (the expert group is tp x dp), otherwise each dp
-  rank is a full replica.
+- dp: requests are split, rank d holding batch // dp sequences plus one for d < batch % dp (so
+  with batch < dp some ranks are idle). With attention_dp the dp ranks share the MoE layers (the
+  expert group is tp x dp), otherwise each dp rank is a full replica.
 - ep: each expert-group rank holds n_routed_experts / ep experts, each split moe_tp ways.
 - cp: the prompt's new tokens are split into cp contiguous blocks, or 2cp zigzag blocks (rank i
   takes blocks i and 2cp - 1 - i). In ring mode each rank keeps only its tokens' KV; in
@@ -459,6 +459,8 @@ def device_activation_bytes(
     """
     from ctxsim.counts.estimate import activation_peak
 
+    if layout.batch == 0:
+        return _comm_buffer_bytes(spec, plan, workload, layout, context, kv_dtype)
     local = shard_spec(spec, plan, layout.stage_layers)
     local_workload = _local_prefill_workload(plan, workload, layout, context, kv_dtype)
     peak = activation_peak(local, local_workload, kv_dtype, context, [])
@@ -603,18 +605,21 @@ def _device_counts(
 
 
 def _notes(spec: ModelSpec, plan: ParallelPlan, replication: dict[str, int]) -> list[str]:
-    notes = []
+    """One line per kind of KV replication, naming the layer kinds it applies to."""
+    by_text: dict[str, list[str]] = {}
     for kind, copies in replication.items():
         att = spec.layer_kinds[kind].attention
         if copies == 1:
             continue
         if isinstance(att, MLAAttention):
-            notes.append(f"layer kind '{kind}': the MLA latent is replicated on all {copies} tp ranks")
+            text = f"the MLA latent is replicated on all {copies} tp ranks"
         else:
-            notes.append(
-                f"layer kind '{kind}': tp {plan.tp} > n_kv_head {att.n_kv_head}, so each KV head is replicated "
-                f"{copies}x (one KV head per rank)"
-            )
+            text = f"tp {plan.tp} > n_kv_head {att.n_kv_head}, so each KV head is replicated {copies}x (one KV head per rank)"
+        by_text.setdefault(text, []).append(kind)
+    notes = []
+    for text, kinds in by_text.items():
+        label = "layer kind" if len(kinds) == 1 else "layer kinds"
+        notes.append(f"{label} {', '.join(repr(k) for k in kinds)}: {text}")
     if plan.tp > 1 and any(layer.index_record_bytes("bf16") for layer in spec.layer_kinds.values()):
         notes.append(f"index keys are replicated on all {plan.tp} tp ranks")
     return notes
@@ -629,10 +634,6 @@ def parallel_counts(spec: ModelSpec, workload: Workload, plan: ParallelPlan, con
     if context != workload.context:
         workload = workload.model_copy(update={"context": context})
     check_plan(spec, plan, workload)
-    if workload.batch < plan.dp:
-        from ctxsim.spec.errors import SpecError
-
-        raise SpecError(f"batch {workload.batch} is smaller than dp {plan.dp}: every dp rank needs a sequence, raise the batch")
     kv_dtype = workload.kv_dtype or spec.kv_dtype
 
     cache: dict[tuple, DeviceCounts] = {}
@@ -700,7 +701,7 @@ def _expert_parallel_scale(ops, spec: ModelSpec, plan: ParallelPlan, workload: W
     and the expected touched experts among its n_routed_experts / ep experts in each pass."""
     from ctxsim.counts.ffn import expected_experts
 
-    if plan.ep == 1 and plan.token_groups == 1:
+    if (plan.ep == 1 and plan.token_groups == 1) or layout.batch == 0:
         return
     group_batch = workload.batch if plan.token_groups > 1 else layout.batch
     scale_num, scale_den = group_batch, plan.ep * layout.batch

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from ctxsim.spec.errors import SpecError
 from ctxsim.spec.model import ModelSpec
 from ctxsim.spec.plan import ParallelPlan, check_plan
 from ctxsim.spec.workload import Workload
@@ -21,6 +22,11 @@ def verify_plans(jobs: list[Job], keep_reports: bool = False) -> list[dict]:
     """
     for job in jobs:
         check_plan(job.spec, job.plan, job.workload)
+        if job.workload.batch < job.plan.dp:
+            raise SpecError(
+                f"batch {job.workload.batch} is smaller than dp {job.plan.dp}: the reference run needs a sequence "
+                "on every dp rank, raise --batch"
+            )
     all_reports = run_distributed(jobs)
     results = []
     for job, reports in zip(jobs, all_reports):
