@@ -201,7 +201,8 @@ def test_traffic_totals_over_devices():
 
 
 # ---------------------------------------------------------------------------------------------
-# LayerSplit capacity (vllm-ascend KVPP feature guide: 6.25x on one 8-device node, 5.35x with pp 2)
+# LayerSplit capacity. The vllm-ascend KVPP feature guide measures 6.25x on one 8-device node
+# (TP8 + EP) and 5.35x with pp 2 (38/40 layers) for GLM-5.2 on Ascend 950DT.
 
 
 def test_layer_split_glm_one_node():

@@ -81,7 +81,7 @@ def add_plan_arguments(parser: argparse.ArgumentParser, with_tp_dp: bool = True)
 
 
 def wants_plan(args: argparse.Namespace, beyond_tp_dp: bool = False) -> bool:
-    """Whether any plan flag was given (``beyond_tp_dp``: any flag other than --tp and --dp)."""
+    """Return whether any plan flag was given (``beyond_tp_dp``: any flag other than --tp and --dp)."""
     names = [n for n in PLAN_FLAGS if not (beyond_tp_dp and n in ("tp", "dp"))]
     return any(getattr(args, name, None) is not None for name in names)
 

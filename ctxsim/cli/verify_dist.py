@@ -30,12 +30,12 @@ class SuiteJob:
 
 
 def _both(**extra) -> dict:
-    """A prefill of 64 tokens in chunks of 32 and a decode step at 64."""
+    """Return workload fields of a prefill of 64 tokens in chunks of 32 and a decode step at 64."""
     return {"context": 64, "chunk_size": 32, **extra}
 
 
 def suite(nproc: int) -> list[SuiteJob]:
-    """The built-in plans of ``nproc`` processes (2, 4 or 8)."""
+    """Return the built-in plans of ``nproc`` processes (2, 4 or 8)."""
     prefill = {"phase": "prefill"}
     if nproc == 2:
         return [
@@ -93,7 +93,7 @@ def wants_distributed(args: argparse.Namespace) -> bool:
 
 
 def _cp_workload(workload: Workload, plan: ParallelPlan) -> tuple[Workload, str]:
-    """cp splits one prefill pass: run the prefill only, in one pass, and say so."""
+    """Limit a cp workload to one prefill pass, and return a note when that changed it."""
     if plan.cp == 1:
         return workload, ""
     changes = {}

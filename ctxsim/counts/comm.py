@@ -97,14 +97,14 @@ def chunk_ends(span: Span) -> list[int]:
 
 
 def held_before_pass(selection, position: int) -> int:
-    """Records a layer holds once positions 1..``position`` are cached (window layers evict)."""
+    """Count the records a layer keeps once positions 1..``position`` are cached (window layers evict)."""
     if isinstance(selection, WindowSelection):
         return window_tokens_needed(selection, position)
     return position
 
 
 def history_tokens(selection, span: Span) -> int:
-    """Records the layer holds before each forward pass of the span, summed over the passes."""
+    """Count the records a layer keeps before each forward pass of the span, summed over the passes."""
     starts = [span.cached] + chunk_ends(span)[:-1]
     return sum(held_before_pass(selection, start) for start in starts)
 
@@ -147,7 +147,7 @@ def _ep_ops(ctx: CommContext, kinds: dict[str, int]) -> list[Op]:
 
 
 def _first_dsa_shares(spec: ModelSpec, layers: tuple[int, ...]) -> DSASelection | None:
-    """The selection of a stage's first DSA layer when it reuses an earlier layer's top-k."""
+    """Return the selection of a stage's first DSA layer when it reuses an earlier layer's top-k, else None."""
     for index in layers:
         sel = spec.layer_kinds[spec.layer_sequence[index]].selection
         if isinstance(sel, DSASelection):
@@ -199,7 +199,7 @@ def _layer_split_ops(ctx: CommContext, kinds: dict[str, int]) -> list[Op]:
 
 
 def collective_ops(ctx: CommContext, next_layers: tuple[int, ...] | None) -> list[Op]:
-    """All collective ops of one device in one phase, in the order a layer runs them.
+    """Build every collective op of one device in one phase, in the order a layer runs them.
 
     ``next_layers`` is the next pipeline stage's layers (None on the last stage).
     """

@@ -19,7 +19,9 @@ parallel degree does to one device:
   all_gather mode every rank keeps all of it. cp applies to a single-pass prefill.
 - layer_split G: among G ranks that would hold identical KV, each keeps the KV of a contiguous,
   balanced block of its stage's layers, plus ``layer_split_scratch`` slots sized for the largest
-  layer's records of its batch, into which the owner of the running layer broadcasts.
+  layer's records of its batch, into which the owner of the running layer broadcasts. That is
+  the budget of vllm-ascend's KVPP design document with its 2 slots; SGLang's CP LayerSplit
+  keeps one transient slot.
 
 MTP layers are not counted, as in ``estimate``.
 """
@@ -158,7 +160,7 @@ def device_layout(spec: ModelSpec, plan: ParallelPlan, workload: Workload, rank:
 
 
 def holds_last_token(plan: ParallelPlan, layout: DeviceLayout, context: int) -> bool:
-    """Whether this device computes the prompt's last position (and so its logits)."""
+    """Return whether this device computes the prompt's last position, and so its logits."""
     return any(first <= context <= last for first, last in layout.token_blocks)
 
 
@@ -171,7 +173,7 @@ def _local_kv_heads(att, tp: int) -> int:
 
 
 def shard_layer(layer: LayerSpec, plan: ParallelPlan) -> LayerSpec:
-    """The part of a layer one tp rank holds: heads / tp, local KV heads, FFN widths split.
+    """Cut a layer to the part one tp rank keeps: heads / tp, local KV heads, FFN widths split.
 
     Routed experts keep their count and top-k with width moe_intermediate_size / moe_tp; the
     shared experts become one expert of their total width / tp.
@@ -195,7 +197,7 @@ def shard_layer(layer: LayerSpec, plan: ParallelPlan) -> LayerSpec:
 
 
 def shard_spec(spec: ModelSpec, plan: ParallelPlan, layers: tuple[int, ...]) -> ModelSpec:
-    """A ModelSpec of the layers one device runs, each sharded by ``shard_layer``.
+    """Build a ModelSpec of the layers one device runs, each sharded by ``shard_layer``.
 
     It is built without validation because a pipeline stage may open with an IndexShare layer
     whose indexer owner sits in an earlier stage.
@@ -332,10 +334,10 @@ def _index_tokens(plan: ParallelPlan, layout: DeviceLayout, context: int, policy
 def device_kv(
     spec: ModelSpec, plan: ParallelPlan, layout: DeviceLayout, context: int, kv_dtype: str, policy: str, page: int
 ) -> KVMemory:
-    """KV bytes one device keeps, per sequence and for its batch, by component.
+    """Count the KV bytes one device keeps, per sequence and for its batch, by component.
 
     ``scratch`` is LayerSplit's ``layer_split_scratch`` slots, each the largest layer of the
-    stage (main record plus index key) at the records a layer holds at ``context``.
+    stage (main record plus index key) at the records a layer keeps at ``context``.
     """
     records = local_record_bytes(spec, plan, kv_dtype)
     by_component = {name: 0 for name in PER_DEVICE_KV_COMPONENTS}
@@ -416,7 +418,7 @@ def _pass_rows(plan: ParallelPlan, workload: Workload, layout: DeviceLayout, con
 
 
 def _comm_buffer_bytes(spec: ModelSpec, plan: ParallelPlan, workload: Workload, layout: DeviceLayout, context: int, kv_dtype: str) -> int:
-    """The largest buffer of other ranks' data a device holds during one op of a prefill pass.
+    """Return the largest buffer of other ranks' data that a device keeps during one op of a prefill pass.
 
     That is the gathered tokens of the dense MoE path, the received (token, expert) rows of an
     all-to-all dispatch, or one layer's gathered K/V under cp.
@@ -440,7 +442,7 @@ def _comm_buffer_bytes(spec: ModelSpec, plan: ParallelPlan, workload: Workload, 
 
 
 def _local_prefill_workload(plan: ParallelPlan, workload: Workload, layout: DeviceLayout, context: int, kv_dtype: str) -> Workload:
-    """The prefill one device runs: its batch, and under cp its share of the queries ending at ``context``."""
+    """Return the prefill one device runs: its batch, and under cp its share of the queries ending at ``context``."""
     update: dict[str, Any] = {"batch": layout.batch, "kv_dtype": kv_dtype, "phase": "prefill", "context": context}
     if plan.cp > 1:
         tokens = sum(last - first + 1 for first, last in layout.token_blocks)
@@ -566,7 +568,7 @@ class ParallelCounts:
         return max(values) * len(values) / sum(values)
 
     def busiest(self) -> DeviceCounts:
-        """The device that needs the most memory (weights, KV and activations)."""
+        """Return the device that needs the most memory (weights, KV and activations)."""
         return max(self.devices, key=lambda d: d.memory_bytes)
 
     def to_dict(self) -> dict[str, Any]:
@@ -605,7 +607,7 @@ def _device_counts(
 
 
 def _notes(spec: ModelSpec, plan: ParallelPlan, replication: dict[str, int]) -> list[str]:
-    """One line per kind of KV replication, naming the layer kinds it applies to."""
+    """Describe each kind of KV replication in one line, naming the layer kinds it applies to."""
     by_text: dict[str, list[str]] = {}
     for kind, copies in replication.items():
         att = spec.layer_kinds[kind].attention

@@ -6,8 +6,9 @@ Degrees and how they combine:
   four axes. Ranks are numbered with tp fastest, then cp, then pp, then dp.
 - ``ep`` is not a factor of the world size. It regroups the ranks that share the MoE layers of
   one pipeline stage, the *expert group*: the tp ranks, or the tp x dp ranks with attention data
-  parallelism (``attention_dp``), as vLLM and SGLang do. ``ep`` must divide the expert group,
-  and the remaining expert-group ranks split each routed expert's width:
+  parallelism (``attention_dp``), as in vLLM's data-parallel deployment, where the expert
+  layers of dp x tp ranks are one tensor- or expert-parallel group. ``ep`` must divide the
+  expert group, and the remaining expert-group ranks split each routed expert's width:
   ``moe_tp = expert group / ep``.
 - ``layer_split`` (group size G) also regroups existing ranks. It shards the KV cache along the
   layer axis among G ranks that would otherwise hold identical copies of it (an MLA latent on
@@ -61,7 +62,7 @@ class ParallelPlan(BaseModel):
         1, description="LayerSplit group size G: G ranks holding identical KV keep 1/G of the layers each."
     )
     layer_split_scratch: Annotated[int, Field(ge=0, strict=True)] = Field(
-        1, description="Scratch slots per rank for a broadcast layer's KV (SGLang 1, vllm-ascend 2)."
+        1, description="Scratch slots per rank for a broadcast layer's KV (SGLang's CP LayerSplit 1, vllm-ascend KVPP 2)."
     )
     pp_layers: tuple[_Degree, ...] | None = Field(
         None, description="Layers per pipeline stage; default: even split, the first n_layer % pp stages one more."
