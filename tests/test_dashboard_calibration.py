@@ -52,14 +52,60 @@ def test_calibration_other_profile():
     assert any(h.value.startswith("mi300x") for h in at.subheader)
 
 
-def test_calibration_calibrated_upload():
+def _calibrated_h200() -> dict:
+    """The H200 profile as a calibration run would write it: fitted curves and a run record."""
     data = ctxsim.load_hardware("h200").model_dump(mode="json")
     data["name"] = "h200-calibrated"
     data["efficiency"]["gemm"]["compute"] = 0.71
-    data["provenance"] = {"kind": "calibration", "date": "2026-12-04", "device": "NVIDIA H200", "software": {"torch": "2.13.0"}}
-    at = _run_upload("h200-calibrated.yaml", yaml.safe_dump(data).encode())
+    data["efficiency_curves"] = {
+        "gemm": {
+            "compute_size_flops": [1e6, 1e9, 1e12],
+            "compute": [0.05, 0.4, 0.71],
+            "memory_size_bytes": [1e4, 1e8],
+            "memory": [0.1, 0.8],
+            "source": "test fit",
+        }
+    }
+    run = {
+        "base_profile": "h200",
+        "torch_dtype": "bfloat16",
+        "clock": "CUDA events",
+        "grid": "quick",
+        "shapes": ["a", "b", "c"],
+        "repeats": "3 warm-up, 10 timed",
+        "samples": 120,
+        "duration_s": 95.0,
+        "residuals": {"gemm": {"samples": 80, "median_abs_error": 0.04, "max_abs_error": 0.19}},
+    }
+    data["provenance"] = {
+        "kind": "calibration",
+        "date": "2026-12-04",
+        "device": "NVIDIA H200",
+        "software": {"torch": "2.13.0"},
+        "calibration": run,
+    }
+    return data
+
+
+def test_calibration_calibrated_upload():
+    at = _run_upload("h200-calibrated.yaml", yaml.safe_dump(_calibrated_h200()).encode())
     assert _efficiency(at).loc["gemm", "compute"] == 0.71
     assert any("Calibrated on NVIDIA H200" in i.value for i in at.info)
+    fit_error = [d.value for d in at.dataframe if "median_abs_error" in d.value.columns][0].set_index("kind")
+    assert fit_error.loc["gemm", "samples"] == 80
+    assert fit_error.loc["gemm", "max_abs_error"] == 0.19
+    run = [d.value for d in at.dataframe if "clock" in d.value.columns][0].iloc[0]
+    assert run["shapes"] == 3
+    assert run["samples"] == 120
+    assert "Fitted efficiency against op size" in [h.value for h in at.subheader]
+
+
+def test_calibration_datasheet_has_no_fit_sections():
+    at = AppTest.from_file(str(PAGE), default_timeout=60)
+    at.run()
+    headers = [h.value for h in at.subheader]
+    assert "Fitted efficiency against op size" not in headers
+    assert "Calibration run" not in headers
 
 
 @pytest.mark.parametrize(

@@ -77,13 +77,66 @@ with right:
     )
 export.table(efficiency, f"{profile.name}-efficiency", "efficiency_table", caption="Ridge point: FLOPs per byte above which the kind is compute-bound.")
 
+# A calibrated profile also has efficiency curves against op size, and the fit error per kind.
+if profile.efficiency_curves:
+    st.subheader("Fitted efficiency against op size")
+    compute_rows, memory_rows = [], []
+    for kind, curve in profile.efficiency_curves.items():
+        compute_rows.append(pd.DataFrame({"flops_per_launch": curve.compute_size_flops, "kind": kind, "efficiency": curve.compute}))
+        memory_rows.append(pd.DataFrame({"bytes_per_launch": curve.memory_size_bytes, "kind": kind, "efficiency": curve.memory}))
+    left, right = st.columns(2)
+    with left:
+        export.chart(
+            LineChart(
+                pd.concat(compute_rows, ignore_index=True), "flops_per_launch", "efficiency", "kind",
+                "Compute efficiency (knots)", "FLOPs per launch", "fraction of peak FLOP/s", x_ticks=None,
+            ),
+            f"{profile.name}-compute-curves", "compute_curves",
+        )
+    with right:
+        export.chart(
+            LineChart(
+                pd.concat(memory_rows, ignore_index=True), "bytes_per_launch", "efficiency", "kind",
+                "Memory efficiency (knots)", "bytes per launch", "fraction of memory bandwidth", x_ticks=None,
+            ),
+            f"{profile.name}-memory-curves", "memory_curves",
+        )
+    st.caption(
+        "Between knots the efficiency is log-linear in log size; above the last knot it stays flat; below the first "
+        "the op takes as long as one at the first knot."
+    )
+    if profile.efficiency_curves_by_op:
+        by_op = pd.DataFrame(
+            [
+                {"op": name, "compute_knots": len(curve.compute), "memory_knots": len(curve.memory), "source": curve.source}
+                for name, curve in profile.efficiency_curves_by_op.items()
+            ]
+        )
+        export.table(by_op, f"{profile.name}-curves-by-op", "curves_by_op", caption="Op names with their own fitted curve.")
+
+run = provenance.calibration
+if run is not None:
+    st.subheader("Calibration run")
+    details = {k: v for k, v in run.model_dump(mode="json").items() if k not in ("shapes", "residuals")}
+    details["shapes"] = len(run.shapes)
+    export.table(pd.DataFrame([details]), f"{profile.name}-calibration-run", "calibration_run")
+    residuals = pd.DataFrame(
+        [{"kind": kind, **residual.model_dump()} for kind, residual in run.residuals.items()],
+        columns=["kind", "samples", "median_abs_error", "max_abs_error"],
+    )
+    export.table(
+        residuals, f"{profile.name}-fit-error", "fit_error",
+        caption="Fit error per op kind on the timings it was fitted to: |predicted - measured| / measured.",
+    )
+
 st.subheader("Predicted against measured")
 if provenance.kind == "calibration":
     st.info(f"Calibrated on {provenance.device} ({', '.join(f'{k} {v}' for k, v in provenance.software.items())}).")
 else:
     st.info("This profile holds datasheet priors, not a calibration run: measured times come from a calibration.")
 cases_upload = st.file_uploader(
-    "validation cases (JSON or CSV with measured_s and predicted_s per case)", key="cases_upload",
+    "validation cases: the output of 'ctxsim validate --json', or a CSV with measured_s and predicted_s",
+    key="cases_upload",
     help="Held-out layer runs: measured time, and the time this profile predicts for them.",
 )
 cases = None
