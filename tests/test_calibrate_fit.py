@@ -67,10 +67,12 @@ def test_curve_at_knots():
     assert curve.memory_at(1e4) == pytest.approx(0.01)
 
 
-def test_curve_between_knots_log_linear():
+def test_curve_between_knots_linear_time():
     curve = EfficiencyCurve(**GEMM_CURVE)
-    # Halfway in log size between 1e8 and 1e10: log efficiency halfway, sqrt(0.3 x 0.6).
-    assert curve.compute_at(1e9) == pytest.approx(math.sqrt(0.3 * 0.6))
+    # Launch times at the knots: 1e8 / 0.3 and 1e10 / 0.6. At 1e9, 9e8 / 9.9e9 of the way between
+    # them, the time is 1e8 / 0.3 + (9e8 / 9.9e9) x (1e10 / 0.6 - 1e8 / 0.3).
+    time = 1e8 / 0.3 + (9e8 / 9.9e9) * (1e10 / 0.6 - 1e8 / 0.3)
+    assert curve.compute_at(1e9) == pytest.approx(1e9 / time)
 
 
 def test_curve_above_last_knot_flat():
@@ -150,6 +152,13 @@ def test_roofline_other_op_uses_kind_curve():
     assert compute_time_s(op, profile) == pytest.approx(1e8 / (profile.peak_flops["bf16"] * 0.3))
 
 
+def test_roofline_op_curve_above_range():
+    # The name's curve ends at 1e8 FLOPs; at 1e10 the kind's curve (0.6) applies.
+    by_op = {"ffn.up": {**GEMM_CURVE, "compute_size_flops": [1e6, 1e7, 1e8], "compute": [0.01, 0.1, 0.2]}}
+    profile = _profile({"gemm": GEMM_CURVE}, by_op)
+    assert compute_time_s(_gemm(1e10, 1e3), profile) == pytest.approx(1e10 / (profile.peak_flops["bf16"] * 0.6))
+
+
 def test_roofline_priors_unchanged():
     profile = ctxsim.load_hardware("h200")
     op = _gemm(1e12, 1e3)
@@ -177,15 +186,13 @@ def test_fit_recovers_times():
     assert np.max(np.abs(fit.errors["gemm"])) < 0.01
 
 
-@pytest.mark.parametrize("regime, knot, expected", [
-    ("compute", 1e8, 0.3), ("compute", 1e10, 0.6), ("memory", 1e6, 0.2), ("memory", 1e8, 0.5),
-])
-def test_fit_recovers_efficiencies(regime, knot, expected):
+@pytest.mark.parametrize("regime, size", [("compute", 1e8), ("compute", 3e9), ("memory", 1e6), ("memory", 3e7)])
+def test_fit_recovers_efficiencies(regime, size):
     truth = _profile({"gemm": GEMM_CURVE})
     _, _, samples = _synthetic(truth)
     curve = getattr(fit_samples(samples, _profile(), LAUNCH_S).kinds["gemm"], regime)
-    index = int(np.flatnonzero(np.isclose(curve.knots, knot))[0])
-    assert 1 / curve.slowness[index] == pytest.approx(expected, rel=0.02)
+    expected = getattr(EfficiencyCurve(**GEMM_CURVE), f"{regime}_at")(size)
+    assert 1 / curve.slowness_at(np.array([size]))[0] == pytest.approx(expected, rel=0.02)
 
 
 def test_fit_recovers_fixed_cost():

@@ -42,6 +42,8 @@ SMOOTHNESS = 0.001
 # a little above the minimum so that one fast outlier does not set it).
 ENVELOPE_QUANTILE = 0.1
 MAX_ITERATIONS = 200
+# Powers of ten closer than this (in decades) to the smallest or largest size are not knots.
+KNOT_MARGIN = 0.25
 # Log error above which the Huber loss grows linearly instead of quadratically.
 HUBER_DELTA = 0.2
 # Samples an op name needs for a curve of its own; names with fewer use their kind's curve.
@@ -77,9 +79,9 @@ class Curve:
     # only an upper bound on their slowness.
     supported: np.ndarray
 
-    def log_slowness(self, sizes: np.ndarray) -> np.ndarray:
-        weights, offset = _basis(np.log(sizes), np.log(self.knots))
-        return weights @ np.log(self.slowness) + offset
+    def slowness_at(self, sizes: np.ndarray) -> np.ndarray:
+        """Slowness at each size per launch, interpolated as the time model does."""
+        return _time_basis(sizes, self.knots) @ (self.knots * self.slowness) / sizes
 
 
 @dataclass
@@ -112,22 +114,29 @@ class Fit:
     # would use (its name's, else its kind's).
     errors: dict[str, np.ndarray] = field(default_factory=dict)
 
-    def curve_for(self, sample: "Sample") -> CurveFit:
-        return self.ops.get(sample.name) or self.kinds[sample.kind]
-
     def predict(self, samples: list["Sample"], profile: HardwareProfile) -> np.ndarray:
-        """Predicted times of ``samples`` (all of fitted kinds) with the curves the time model uses."""
-        out = np.zeros(len(samples))
-        groups: dict[int, list[int]] = {}
-        fits: dict[int, CurveFit] = {}
-        for i, sample in enumerate(samples):
-            curve = self.curve_for(sample)
-            groups.setdefault(id(curve), []).append(i)
-            fits[id(curve)] = curve
-        for key, index in groups.items():
-            data = _Data.of([samples[i] for i in index], profile)
-            out[index] = _predict(data, fits[key].compute, fits[key].memory, self.launch_overhead_s)
-        return out
+        """Predicted times of ``samples`` (all of fitted kinds) with the curves the time model uses.
+
+        As in ``HardwareProfile``, an op name's curve applies up to its largest knot and the
+        kind's curve above it.
+        """
+        data = _Data.of(samples, profile)
+        terms = []
+        for regime, x_s, sizes in (("compute", data.compute_s, data.flops), ("memory", data.memory_s, data.bytes)):
+            term = np.zeros(len(samples))
+            for i, sample in enumerate(samples):
+                if x_s[i] > 0:
+                    term[i] = x_s[i] * self._slowness(sample, regime, sizes[i])
+            terms.append(term)
+        return np.maximum(*terms) + data.launches * self.launch_overhead_s
+
+    def _slowness(self, sample: "Sample", regime: str, size: float) -> float:
+        kind_curve = getattr(self.kinds[sample.kind], regime)
+        named = self.ops.get(sample.name)
+        curve = getattr(named, regime) if named is not None else None
+        if curve is None or (kind_curve is not None and size > curve.knots[-1]):
+            curve = kind_curve
+        return float(curve.slowness_at(np.array([size]))[0])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -157,30 +166,40 @@ class _Data:
         )
 
 
-def _basis(log_sizes: np.ndarray, log_knots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Interpolation weights ``[n, K]`` of log slowness at each size, and the below-first offset.
+def _time_basis(sizes: np.ndarray, knots: np.ndarray) -> np.ndarray:
+    """Weights ``[n, K]`` that give the time-like product size x slowness at each size.
 
-    Below the first knot the time stays at the first knot's, so log g gains log(s0 / s).
+    ``h(s) = s g(s)`` is linear in s between knots, so a fixed cost plus a cost per FLOP or byte
+    is exact between knots. Below the first knot h stays at the first knot's value (the time of
+    a launch stops falling), and above the last knot g stays at its last value (h grows as s).
     """
-    n, k = len(log_sizes), len(log_knots)
+    n, k = len(sizes), len(knots)
     weights = np.zeros((n, k))
-    offset = np.maximum(log_knots[0] - log_sizes, 0.0)
-    if k == 1:
-        weights[:, 0] = 1.0
-        return weights, offset
-    x = np.clip(log_sizes, log_knots[0], log_knots[-1])
-    j = np.clip(np.searchsorted(log_knots, x, side="right") - 1, 0, k - 2)
-    t = (x - log_knots[j]) / (log_knots[j + 1] - log_knots[j])
     rows = np.arange(n)
-    weights[rows, j] = 1.0 - t
-    weights[rows, j + 1] = t
-    return weights, offset
+    below = sizes <= knots[0]
+    above = sizes >= knots[-1]
+    weights[below, 0] = 1.0
+    weights[above & ~below, k - 1] = sizes[above & ~below] / knots[-1]
+    inside = ~below & ~above
+    if k > 1 and inside.any():
+        j = np.clip(np.searchsorted(knots, sizes[inside], side="right") - 1, 0, k - 2)
+        t = (sizes[inside] - knots[j]) / (knots[j + 1] - knots[j])
+        weights[rows[inside], j] = 1.0 - t
+        weights[rows[inside], j + 1] = t
+    return weights
 
 
-def _decade_knots(sizes: np.ndarray) -> np.ndarray:
-    low = math.floor(math.log10(sizes.min()))
-    high = math.ceil(math.log10(sizes.max()))
-    return 10.0 ** np.arange(low, max(high, low) + 1, dtype=np.float64)
+def _knots(sizes: np.ndarray) -> np.ndarray:
+    """Knots at the smallest and largest size and at the powers of ten between them.
+
+    A power of ten within KNOT_MARGIN decades of either end is left out, so that every knot has
+    samples on both sides or at it.
+    """
+    low, high = float(sizes.min()), float(sizes.max())
+    if high <= low * 10**KNOT_MARGIN:
+        return np.array([low]) if high == low else np.array([low, high])
+    inner = 10.0 ** np.arange(math.ceil(math.log10(low) + KNOT_MARGIN), math.floor(math.log10(high) - KNOT_MARGIN) + 1)
+    return np.concatenate([[low], inner, [high]])
 
 
 def _terms(data: _Data, compute: Curve | None, memory: Curve | None) -> tuple[np.ndarray, np.ndarray]:
@@ -188,10 +207,10 @@ def _terms(data: _Data, compute: Curve | None, memory: Curve | None) -> tuple[np
     tm = np.zeros_like(data.time_s)
     if compute is not None:
         has = data.compute_s > 0
-        tc[has] = data.compute_s[has] * np.exp(compute.log_slowness(data.flops[has]))
+        tc[has] = data.compute_s[has] * compute.slowness_at(data.flops[has])
     if memory is not None:
         has = data.memory_s > 0
-        tm[has] = data.memory_s[has] * np.exp(memory.log_slowness(data.bytes[has]))
+        tm[has] = data.memory_s[has] * memory.slowness_at(data.bytes[has])
     return tc, tm
 
 
@@ -221,34 +240,39 @@ def _envelope(implied: np.ndarray, weights: np.ndarray) -> np.ndarray:
 
 @dataclass
 class _Regime:
-    """One regime (compute or memory) of one kind during the fit."""
+    """One regime (compute or memory) of one kind during the fit.
+
+    A sample's term is ``design @ g`` for the knot slowness g: its time at efficiency 1 over its
+    size, times the size x slowness interpolated at its size (``_time_basis``).
+    """
 
     x_s: np.ndarray  # time at efficiency 1, per sample (0 where the sample has no such work)
+    sizes: np.ndarray  # work per launch
     knots: np.ndarray
-    weights: np.ndarray  # [n, K], zero rows where x_s == 0
-    offset: np.ndarray
+    weights: np.ndarray  # [n, K] interpolation weights, zero rows where x_s == 0
+    design: np.ndarray  # [n, K]
 
     @classmethod
     def of(cls, x_s: np.ndarray, sizes: np.ndarray) -> "_Regime | None":
         has = x_s > 0
         if not has.any():
             return None
-        knots = _decade_knots(sizes[has])
+        knots = _knots(sizes[has])
         weights = np.zeros((len(x_s), len(knots)))
-        offset = np.zeros(len(x_s))
-        w, o = _basis(np.log(sizes[has]), np.log(knots))
-        weights[has], offset[has] = w, o
-        return cls(x_s, knots, weights, offset)
+        weights[has] = _time_basis(sizes[has], knots)
+        design = np.zeros_like(weights)
+        design[has] = (x_s[has] / sizes[has])[:, None] * weights[has] * knots[None, :]
+        return cls(x_s, sizes, knots, weights, design)
 
     def term(self, theta: np.ndarray) -> np.ndarray:
-        out = np.zeros_like(self.x_s)
-        has = self.x_s > 0
-        out[has] = self.x_s[has] * np.exp(self.weights[has] @ theta + self.offset[has])
-        return out
+        return self.design @ np.exp(theta)
+
+    def jacobian(self, theta: np.ndarray) -> np.ndarray:
+        return self.design * np.exp(theta)[None, :]
 
     def start(self, work_s: np.ndarray) -> np.ndarray:
         has = self.x_s > 0
-        implied = np.log(work_s[has] / self.x_s[has]) - self.offset[has]
+        implied = np.log(work_s[has] / self.x_s[has])
         return _envelope(implied, self.weights[has])
 
 
@@ -286,7 +310,8 @@ def _fit_regimes(regimes: list[_Regime], data: _Data, launch_s: float) -> list[n
         column = 0
         for index, (regime, term) in enumerate(zip(regimes, terms)):
             rows = binding == index
-            jac[rows, column : column + sizes[index]] = (term[rows] / pred[rows])[:, None] * regime.weights[rows]
+            part = np.split(theta, np.cumsum(sizes)[:-1])[index]
+            jac[rows, column : column + sizes[index]] = regime.jacobian(part)[rows] / pred[rows][:, None]
             column += sizes[index]
         errors = np.log(pred / data.time_s)
         size = np.abs(errors)

@@ -100,27 +100,30 @@ class Efficiency(_Strict):
 def _efficiency_at(knots: list[float], values: list[float], size):
     """Efficiency at ``size`` (a number or an array) on a curve given at ``knots``.
 
-    Between knots log efficiency is linear in log size, and above the last knot it stays at its
-    last value. Below the first knot it falls in proportion to the size, so the op takes as long
-    as one of the first knot's size. A size of 0 returns the first knot's value: the op has no
-    such work, and 0 divided by it is 0.
+    The time of one launch is ``size / efficiency`` (in units of the peak), and it is linear in
+    size between knots, so a fixed cost plus a cost per FLOP or byte is exact between knots.
+    Above the last knot the efficiency stays at its last value. Below the first knot the time
+    stays at the first knot's, so the efficiency falls in proportion to the size. A size of 0
+    returns the first knot's value: the op has no such work, and 0 divided by it is 0.
     """
     sizes = np.asarray(size, dtype=np.float64)
-    first = knots[0]
-    clamped = np.maximum(sizes, first)
-    out = np.exp(np.interp(np.log(clamped), np.log(knots), np.log(values)))
-    below = (sizes > 0) & (sizes < first)
-    out = np.where(below, values[0] * sizes / first, out)
+    knot_sizes = np.asarray(knots, dtype=np.float64)
+    knot_times = knot_sizes / np.asarray(values, dtype=np.float64)
+    clamped = np.clip(sizes, knot_sizes[0], knot_sizes[-1])
+    times = np.interp(clamped, knot_sizes, knot_times)
+    out = np.where(sizes > knot_sizes[-1], values[-1], clamped / times)
+    out = np.where((sizes > 0) & (sizes < knot_sizes[0]), values[0] * sizes / knot_sizes[0], out)
     return float(out) if out.ndim == 0 else out
 
 
 class EfficiencyCurve(_Strict):
-    """Efficiencies of one op kind as functions of the work one launch does, fitted by calibration.
+    """Efficiencies of one op kind or op name as functions of the work one launch does, fitted by calibration.
 
-    Between knots log efficiency is linear in log size, and above the last knot it stays at the
-    last value. Below the first knot the op takes as long as one at the first knot, because a
-    fixed cost dominates small ops. Compute size is FLOPs (matmul plus other) per launch, and
-    memory size is bytes read plus written per launch.
+    Between knots the time of one launch is linear in its size (a fixed cost plus a cost per
+    FLOP or byte), and above the last knot the efficiency stays at the last value. Below the
+    first knot the op takes as long as one at the first knot, because a fixed cost dominates
+    small ops. Compute size is FLOPs (matmul plus other) per launch, and memory size is bytes
+    read plus written per launch.
     """
 
     compute_size_flops: list[PositiveFloat] = Field(min_length=1, description="Compute knots: FLOPs per launch, increasing.")
@@ -375,27 +378,41 @@ class HardwareProfile(_Strict):
         known = ", ".join(["fp32", *_PEAK_FALLBACK])
         raise ValueError(f"unknown compute dtype '{dtype}': use one of {known}")
 
-    def efficiency_curve(self, kind: str, op_name: str | None = None) -> EfficiencyCurve | None:
-        """The fitted curve for an op: its name's curve, else its kind's, else None."""
-        if op_name is not None and op_name in self.efficiency_curves_by_op:
-            return self.efficiency_curves_by_op[op_name]
-        return self.efficiency_curves.get(kind)
+    def _fitted(self, kind: str, op_name: str | None, regime: str, size):
+        """Efficiency from the fitted curves: the op name's curve up to its largest knot, the
+        kind's curve above that (and where the name has none), or None without any curve."""
+        kind_curve = self.efficiency_curves.get(kind)
+        name_curve = self.efficiency_curves_by_op.get(op_name) if op_name is not None else None
+        if name_curve is None and kind_curve is None:
+            return None
+        if name_curve is None:
+            return getattr(kind_curve, f"{regime}_at")(size)
+        named = getattr(name_curve, f"{regime}_at")(size)
+        if kind_curve is None:
+            return named
+        # NOTE: a name's curve knows only the sizes its own ops were timed at. Above them the
+        # kind's curve, fitted to every op of the kind, extrapolates less far.
+        largest = getattr(name_curve, "compute_size_flops" if regime == "compute" else "memory_size_bytes")[-1]
+        out = np.where(np.asarray(size) > largest, getattr(kind_curve, f"{regime}_at")(size), named)
+        return float(out) if out.ndim == 0 else out
 
     def compute_efficiency(self, kind: str, flops_per_launch=None, op_name: str | None = None):
         """Compute efficiency of an op: its fitted curve at ``flops_per_launch`` when the profile
         has one (and a size is given), else the kind's constant efficiency."""
-        curve = self.efficiency_curve(kind, op_name)
-        if curve is None or flops_per_launch is None:
-            return self.efficiency.of(kind).compute
-        return curve.compute_at(flops_per_launch)
+        if flops_per_launch is not None:
+            fitted = self._fitted(kind, op_name, "compute", flops_per_launch)
+            if fitted is not None:
+                return fitted
+        return self.efficiency.of(kind).compute
 
     def memory_efficiency(self, kind: str, bytes_per_launch=None, op_name: str | None = None):
         """Memory efficiency of an op: its fitted curve at ``bytes_per_launch`` when the profile
         has one (and a size is given), else the kind's constant efficiency."""
-        curve = self.efficiency_curve(kind, op_name)
-        if curve is None or bytes_per_launch is None:
-            return self.efficiency.of(kind).memory
-        return curve.memory_at(bytes_per_launch)
+        if bytes_per_launch is not None:
+            fitted = self._fitted(kind, op_name, "memory", bytes_per_launch)
+            if fitted is not None:
+                return fitted
+        return self.efficiency.of(kind).memory
 
     def ridge_point(self, dtype: str = "bf16", kind: str = "gemm") -> float:
         """FLOPs per byte above which an op of ``kind`` in ``dtype`` is compute-bound."""
