@@ -100,8 +100,20 @@ def wait_for_page(page, timeout_ms: int = 60_000) -> None:
     page.wait_for_timeout(1500)
 
 
-def take_screenshots(out_dir: Path) -> list[Path]:
-    """Save a full-page PNG of every dashboard page into ``out_dir``; returns the paths."""
+def _upload(page, label: str, path: Path) -> None:
+    """Put ``path`` into the file uploader whose label contains ``label``, and wait for the rerun."""
+    uploader = page.locator('[data-testid="stFileUploader"]').filter(has_text=label)
+    uploader.locator('input[type="file"]').set_input_files(str(path))
+    page.wait_for_timeout(1000)
+    wait_for_page(page)
+
+
+def take_screenshots(out_dir: Path, profile: Path | None = None, cases: Path | None = None) -> list[Path]:
+    """Save a PNG of every dashboard page into ``out_dir``; returns the paths.
+
+    ``profile`` (a hardware profile YAML) and ``cases`` (``ctxsim validate --json`` output) are
+    uploaded on the Calibration page before its screenshot, when given.
+    """
     from playwright.sync_api import sync_playwright
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -111,6 +123,10 @@ def take_screenshots(out_dir: Path) -> list[Path]:
         for url_path, name in PAGES.items():
             page.goto(f"{base}/{url_path}")
             wait_for_page(page)
+            if name == "calibration" and profile is not None:
+                _upload(page, "hardware profile YAML", profile)
+            if name == "calibration" and cases is not None:
+                _upload(page, "validation cases", cases)
             path = out_dir / f"dashboard-{name}.png"
             # The main area scrolls inside the app, so a tall viewport is what captures the charts.
             page.set_viewport_size({"width": 1400, "height": SCREENSHOT_HEIGHT})
@@ -124,11 +140,17 @@ def take_screenshots(out_dir: Path) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Save a screenshot of each dashboard page.")
     parser.add_argument("out_dir", type=Path, help="Folder for the PNG files, such as docs/screenshots.")
+    parser.add_argument("--profile", type=Path, help="Hardware profile YAML to load on the Calibration page.")
+    parser.add_argument("--cases", type=Path, help="'ctxsim validate --json' output to load on the Calibration page.")
     args = parser.parse_args(argv)
+    for path in (args.profile, args.cases):
+        if path is not None and not path.is_file():
+            sys.stderr.write(f"error: {path} not found; check the path\n")
+            return 1
     if not CHROMIUM.exists():
         sys.stderr.write(f"error: {CHROMIUM} not found; install it with 'apt-get install chromium'\n")
         return 1
-    for path in take_screenshots(args.out_dir):
+    for path in take_screenshots(args.out_dir, args.profile, args.cases):
         print(path)
     return 0
 
