@@ -6,6 +6,7 @@ import ctxsim
 from ctxsim.counts import report_to_dict
 from ctxsim.counts.parallel import device_report, parallel_counts
 from ctxsim.spec import ParallelPlan, SpecError, Workload, load_model
+from ctxsim.spec.dtypes import weight_bytes
 
 GIB = 2**30
 
@@ -334,3 +335,31 @@ def test_device_report_expert_share():
     report = device_report(spec, Workload(context=4096, phase="decode", batch=8), plan, rank=0)
     flops = sum(op.total_matmul_flops for op in report.ops if op.name == "moe.experts")
     assert flops == sum(op.total_matmul_flops for op in one.ops if op.name == "moe.experts")
+
+
+# ---------------------------------------------------------------------------------------------
+# Invariants over every preset
+
+
+@pytest.mark.parametrize("name", ctxsim.preset_names())
+def test_stages_partition_model(name):
+    # Two pipeline stages hold every layer once: their KV adds up to the single-device KV, and
+    # their weights to the model's, plus a second copy of a tied embedding for the last stage.
+    spec = load_model(name)
+    workload = Workload(context=8192, phase="decode", batch=2)
+    counts = parallel_counts(spec, workload, ParallelPlan(pp=2))
+    single = ctxsim.estimate(spec, workload)
+    tied_copy = spec.vocab_size * spec.d_model if spec.tie_word_embeddings else 0
+    assert sum(d.kv_cache_bytes for d in counts.devices) == single.kv_cache.bytes_per_device
+    assert sum(d.weights_bytes for d in counts.devices) == spec.weight_bytes() + weight_bytes(tied_copy, spec.weight_dtype)
+
+
+@pytest.mark.parametrize("name", ["deepseek-v3", "glm-5.2", "kimi-k2"])
+def test_layer_split_partitions_kv(name):
+    # Without scratch slots the 8 ranks of a LayerSplit group hold each layer's KV exactly once.
+    spec = load_model(name)
+    workload = Workload(context=8192, phase="decode")
+    plan = ParallelPlan(tp=8, layer_split=8, layer_split_scratch=0)
+    counts = parallel_counts(spec, workload, plan)
+    whole = parallel_counts(spec, workload, ParallelPlan(tp=8)).devices[0].kv_cache_bytes
+    assert sum(d.kv_cache_bytes for d in counts.devices) == whole
