@@ -1,11 +1,11 @@
 """The reference model's counted work equals the analytic counts, op by op, exactly.
 
-Matrix: every attention design of refmodel.designs (MHA, GQA with biases, MQA with an
-MXFP4 MoE, window with sinks, window with learned sinks, MLA with and without q_lora_rank, MLA
-with a window, DSA, DSA with IndexShare, DSA on GQA, MSA, MSA with two local blocks) x every KV
-layout that applies (bf16, fp8, nvfp4, and fp8_ds_mla for MLA) x gathered and masked execution,
-each running a chunked prefill on top of a cached context (prefill phase) and a decode step.
-MLA designs also run with mla_mode forced to expanded and to absorbed.
+The matrix crosses every attention design of refmodel.designs with every KV layout that applies
+(bf16, fp8, nvfp4, and fp8_ds_mla for MLA) and with gathered and masked execution. The designs
+are MHA, GQA with biases, MQA with an MXFP4 MoE, window with sinks, window with learned sinks,
+MLA with and without q_lora_rank, MLA with a window, DSA, DSA with IndexShare, DSA on GQA, MSA,
+and MSA with two local blocks. Each case runs a chunked prefill on top of a cached context and a
+decode step. MLA designs also run with mla_mode forced to expanded and to absorbed.
 """
 
 import itertools
@@ -118,8 +118,8 @@ def test_counter_sees_sparse_selection():
 
 
 def test_moe_bytes_rule_uses_touched_experts():
-    # The MoE weight rule replaces the expected experts by the ones the run touched; the note
-    # says how many.
+    # The MoE weight rule replaces the expected experts by the ones the run touched, and the
+    # note gives their number.
     spec = design("mla")
     wl = Workload(phase="prefill", context=40, chunk_size=20)
     rows = compare_reports(estimate(spec, wl), count_workload(RefModel(spec), wl), spec)

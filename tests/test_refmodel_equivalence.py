@@ -294,7 +294,7 @@ def test_window_counts_the_query_itself():
 
 
 def test_window_sinks_inside_window_count_once():
-    # At position 10 the window 1..10 already holds the sinks.
+    # At position 10 the window 1..10 already contains the sinks.
     positions = torch.arange(1, 41)
     mask = window_mask(torch.tensor([10]), positions, window=16, sink_tokens=2)[0]
     assert positions[mask].tolist() == list(range(1, 11))

@@ -106,3 +106,17 @@ def test_model_and_all_are_exclusive(capsys):
         main(["verify", "--model", "qwen3-32b", "--all"])
     assert exit_info.value.code == 2
     assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_full_scale_runs_a_small_yaml_model(capsys, tmp_path):
+    # --scale full builds the spec as written; a small YAML model fits any machine.
+    import yaml
+
+    from refmodel.designs import design
+
+    path = tmp_path / "msa.yaml"
+    path.write_text(yaml.safe_dump(design("msa").model_dump(mode="json")))
+    code = main(["verify", "--model", str(path), "--scale", "full", "--context", "60", "--chunk-size", "25"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "msa (full: 3 layers, d_model 64)" in out
