@@ -31,7 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ctxsim.counts.arith import ceil_div, minimum
+from ctxsim.counts.arith import ceil_div
 from ctxsim.counts.comm import CommContext, collective_ops, traffic_by_name
 from ctxsim.counts.conventions import ACTIVATION_BYTES
 from ctxsim.counts.keys import decode_span, make_span
@@ -45,7 +45,6 @@ from ctxsim.spec.plan import (
     balanced_blocks,
     check_plan,
     gcd_all,
-    kv_replica_ranks,
     kv_replication,
     stage_layer_counts,
 )
