@@ -3,6 +3,7 @@
 ``with_selection`` gives every layer of a model one attention design (dense, sliding window, DSA,
 IndexShare, MSA), keeping the projections and FFNs, so two designs of the same model can be
 compared. ``with_kv_heads`` changes the KV heads of every GQA layer (MHA, GQA, MQA).
+``selection_pattern`` reads a model's own design back as ``with_selection`` arguments.
 
 The result is validated like any spec; an impossible variant (MSA on an MLA model, a window of 0)
 raises SpecError.
