@@ -197,6 +197,8 @@ class DSAIndexer(nn.Module):
 
 @dataclass
 class MSAChunk:
+    """Index queries of one chunk and the decoded index keys of its view."""
+
     q: torch.Tensor  # [B, C, G, d_I]
     keys: torch.Tensor  # [B, S, d_I]
     key_positions: torch.Tensor  # [S]
@@ -213,6 +215,7 @@ class MSAIndexer(nn.Module):
         self.wk = init_weight(generator, sel.index_head_dim, d_model, dtype)
 
     def prepare(self, ctx: RunContext, h: torch.Tensor, store: RecordStore) -> MSAChunk:
+        """Project the chunk's index queries and keys; append the keys to ``store``."""
         counter = ctx.counter
         batch, n_new, _ = h.shape
         with counter.op("attn.indexer.q_proj"):
@@ -230,7 +233,10 @@ class MSAIndexer(nn.Module):
         return MSAChunk(q, keys, store.positions)
 
     def select(self, counter: Counter, chunk: MSAChunk, tile: slice, q_pos: torch.Tensor) -> torch.Tensor:
-        """Selected block ids ``[B, G, c, K]`` of the tile's queries (-1 for an empty pick)."""
+        """Pick blocks for the tile's queries: block ids ``[B, G, c, K]``, -1 for an empty pick.
+
+        Slot s of the view holds position s + 1, because MSA layers keep every token.
+        """
         sel = self.sel
         b = sel.block_size
         n_keys = chunk.keys.shape[1]
