@@ -8,22 +8,23 @@ bandwidth), the time model predicts
     memory_s  = (bytes_read + bytes_written) / W * g_m(bytes per launch)
     time_s    = max(compute_s, memory_s) + launches * launch_overhead_s
 
-where ``g = 1 / efficiency`` is the slowness. Each curve is given at knots one decade apart in
-size. Between knots log g is linear in log size, the shape that ``EfficiencyCurve`` evaluates.
-Below the first knot the time stays at the first knot's, so g grows as 1 / size.
+where ``g = 1 / efficiency`` is the slowness. Each curve is given at knots: the smallest and
+largest timed size and the powers of ten between them. Between knots the launch time ``s g(s)``
+is linear in the size s, the shape that ``EfficiencyCurve`` evaluates, so a fixed cost plus a
+cost per FLOP or byte is exact. Below the first knot the launch time stays at the first knot's.
 
 Curves are fitted per op kind, from all the kind's samples, and per op name for every name with
-at least MIN_OP_SAMPLES samples. The time model uses a name's curve where there is one and the
-kind's curve for other ops of the kind (for example MoE experts when only dense MLPs were
-timed). Ops of one kind differ in fixed cost and in efficiency: on a CPU a decode step's rotary
+at least MIN_OP_SAMPLES samples. The time model uses a name's curve up to its largest knot, and
+the kind's curve above it and for other ops of the kind (for example MoE experts when only
+dense MLPs were timed). Ops of one kind differ in fixed cost and in efficiency: on a CPU a decode step's rotary
 embedding takes ten times as long as its residual add, although both are small elementwise ops.
 
 The launch overhead is measured directly (back-to-back tiny ops) and held fixed. For each curve
 the knot values start at the lower envelope of the slowness each sample implies, because no op
 runs faster than its kind's curve allows in either regime. A Levenberg-Marquardt loop then
-minimises the Huber loss of the log errors (relative errors, robust to a sample that another
-process slowed down) plus a small penalty on the jump between neighbouring knots, which ties
-knots with few samples to their neighbours.
+minimises the Huber loss of the log errors, which are relative errors. The Huber loss limits the
+pull of a sample that another process slowed down. A small penalty on the jump between
+neighbouring knots ties knots with few samples to their neighbours.
 """
 
 from __future__ import annotations

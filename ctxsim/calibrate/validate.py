@@ -1,8 +1,8 @@
 """Compare measured layer times with the time model's predictions, and summarise the error.
 
-The prediction of a case is what ``ctxsim.estimate`` and ``estimate_time`` give for the one-layer
-ModelSpec of its LayerShape: the sum of the layer's op times (the model-level embedding, final
-norm and LM head are left out, as the measured run is one layer).
+The prediction of a case is the sum of the layer's op times that ``ctxsim.estimate`` and
+``estimate_time`` give for the one-layer ModelSpec of its LayerShape. The model-level embedding,
+final norm and LM head are left out, because the measured run is one layer.
 """
 
 from __future__ import annotations

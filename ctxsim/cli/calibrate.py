@@ -1,7 +1,7 @@
 """``ctxsim calibrate`` and ``ctxsim validate``: fit a hardware profile on this machine, and test it.
 
 ``calibrate`` times the reference model's ops on a grid of layer shapes, fits efficiency curves
-per op kind and writes a calibrated profile. ``validate`` times held-out layer runs and compares
+per op kind and op name, and writes a calibrated profile. ``validate`` times held-out layer runs and compares
 them with the profile's predictions. torch and refmodel are imported inside the run functions,
 so that ``import ctxsim`` stays light.
 """
@@ -224,6 +224,8 @@ def _calibrate(args: argparse.Namespace, out: Path, name: str) -> int:
             Progress(f"calibrate {args.grid}"),
         )
 
+    # NOTE: collectives are not timed, so the profile keeps the base profile's links even when
+    # several devices are present.
     fit = fit_samples(measured.samples, base, measured.launch_overhead_s)
     run = CalibrationRun(
         base_profile=base.name,

@@ -390,8 +390,8 @@ class HardwareProfile(_Strict):
         named = getattr(name_curve, f"{regime}_at")(size)
         if kind_curve is None:
             return named
-        # NOTE: a name's curve knows only the sizes its own ops were timed at. Above them the
-        # kind's curve, fitted to every op of the kind, extrapolates less far.
+        # NOTE: a name's curve is fitted only to the sizes its own ops were timed at. Above them
+        # the kind's curve, fitted to every op of the kind, extrapolates less far.
         largest = getattr(name_curve, "compute_size_flops" if regime == "compute" else "memory_size_bytes")[-1]
         out = np.where(np.asarray(size) > largest, getattr(kind_curve, f"{regime}_at")(size), named)
         return float(out) if out.ndim == 0 else out
