@@ -90,8 +90,10 @@ def main() -> None:
         for context in args.contexts:
             out = subprocess.run(
                 [sys.executable, __file__, "--one", design, str(context), "--threads", str(args.threads)],
-                capture_output=True, text=True, check=True,
+                capture_output=True, text=True,
             )
+            if out.returncode != 0:
+                sys.exit(f"{design} at {context} tokens failed:\n{out.stderr}")
             result = json.loads(out.stdout.splitlines()[-1])
             peak_mib = result["peak_rss_bytes"] / 2**20
             square_mib = context * context * 4 / 2**20
