@@ -3,14 +3,13 @@
 Each row is one point. Counts (FLOPs, bytes, KV memory, weights, activation peak) come from
 ``ctxsim.counts.totals``, which evaluates exact polynomials over the whole context x batch grid
 at once, so large grids are cheap. With ``hardware``, times come from the public time API
-(``ctxsim.estimate_time``) on the op-level report of each point, which costs about a
-millisecond per point.
+(``ctxsim.estimate_time``) on one op-level report over all contexts per batch.
 
 With ``plans``, every count and time is that of one device. Plans of tp and dp are counted as
 ``ctxsim.time.device_report`` counts them, which is what the time model times. Other plans
 (pp, ep, cp, attention_dp, layer_split) take the busiest device of
-``ctxsim.counts.parallel.device_report``, one report per point (a few ms each). NOTE: the time
-model places tp and dp only, so such plans get NaN times.
+``ctxsim.counts.parallel.device_report``, one report per point (a few ms each). NOTE: such
+plans get NaN times here; ``ctxsim.time.time_plan`` times them stage by stage, one point at a time.
 
 pandas is imported inside ``sweep``, so ``import ctxsim`` does not load it.
 """
@@ -30,7 +29,7 @@ from pydantic import ValidationError
 
 from ctxsim.counts.estimate import estimate
 from ctxsim.counts.parallel import device_report as parallel_device_report
-from ctxsim.counts.report import OP_KINDS, CostReport, Op
+from ctxsim.counts.report import OP_KINDS, CostReport
 from ctxsim.counts.totals import QUANTITIES, Totals, kind_columns, kv_columns
 from ctxsim.spec.errors import SpecError, format_validation_error
 from ctxsim.spec.hardware import HardwareProfile, load_hardware
@@ -40,7 +39,7 @@ from ctxsim.spec.plan import ParallelPlan
 from ctxsim.spec.workload import Workload
 from ctxsim.time.capacity import DEFAULT_MEMORY_FRACTION
 from ctxsim.time.phases import TimeReport, estimate_time
-from ctxsim.time.placement import device_report, replica_batch, shard_model, tp_all_reduce_ops
+from ctxsim.time.placement import device_report, replica_batch, shard_model, traced_collectives
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -207,22 +206,26 @@ class _Case:
     def local_batch(self, batch: int) -> int:
         return replica_batch(batch, self.dp)
 
-    def extra_ops(self):
-        """Builder of the tp all-reduce ops for a traced run, or None without tp."""
+    def extra_ops(self, template: Workload):
+        """Builder of the plan's collectives for a traced run, or None without tp."""
         if self.tp == 1:
             return None
-        device_spec, tp = self.device_spec, self.tp
+        return traced_collectives(self.spec, self.plan, template)
 
-        def all_reduces(run) -> list[Op]:
-            # tp_all_reduce_ops reads the batch, the context and the phases from a report, so it
-            # gets a stand-in report with the traced batch and new tokens.
-            workload = SimpleNamespace(batch=run.batch, cached_context=0, context=None)
-            report = SimpleNamespace(
-                workload=workload, extras={"context": run.span.new_tokens}, ops=[SimpleNamespace(phase=run.phase)]
-            )
-            return tp_all_reduce_ops(device_spec, report, tp)
-
-        return all_reduces
+    def report_over(self, workload: Workload, contexts: np.ndarray) -> CostReport:
+        """Per-device report of ``workload`` (one batch) over an array of contexts, for plans of tp and dp only."""
+        context = contexts.astype(np.float64)
+        if self.plan is None:
+            return estimate(self.spec, workload, context=context)
+        local = workload.model_copy(update={"batch": self.local_batch(workload.batch)})
+        report = estimate(self.device_spec, local, context=context)
+        build = self.extra_ops(workload)
+        if build is not None:
+            for phase in sorted({op.phase for op in report.ops}):
+                tokens = context - workload.cached_context if phase == "prefill" else 1
+                report.ops += build(SimpleNamespace(phase=phase, batch=local.batch, rows=local.batch * tokens))
+        report.plan = self.plan
+        return report
 
     def reference(self, workload: Workload) -> CostReport:
         """Return the public per-device report at one point, which the sweep reproduces."""
@@ -262,7 +265,7 @@ def _case_counts(case: _Case, template: Workload, contexts: np.ndarray, batches:
     """Per-device counts on the grid: traced totals for tp/dp plans, else one report per point."""
     if not case.tp_dp_only:
         return _counts_point_by_point(case, template, contexts, batches, by_kind)
-    totals = Totals(case.device_spec, template, by_kind=by_kind, extra_ops=case.extra_ops())
+    totals = Totals(case.device_spec, template, by_kind=by_kind, extra_ops=case.extra_ops(template))
 
     # The traced totals are tested against estimate and device_report; this check at the
     # largest point guards against either of them changing without the sweep.
@@ -319,17 +322,15 @@ def _case_times(
     phases = PHASES if template.phase == "both" else (template.phase,)
     out: dict[str, np.ndarray] = {}
     if not case.tp_dp_only:
-        log.warning("no times for plan %s of %s: the time model places tp and dp only", plan_label(case.plan), case.spec.name)
+        log.warning("no times for plan %s of %s: time it with ctxsim.time.time_plan", plan_label(case.plan), case.spec.name)
         for name in _TIME_TOTALS:
             out[name] = np.full(shape, np.nan)
         return out
-    # NOTE: estimate_time does not take reports over context arrays yet (its phase sums compare
-    # each op's bound, an array there, with a string), so each point is timed on its own report.
-    for i, n in enumerate(contexts):
-        for j, b in enumerate(batches):
-            report = case.reference(template.model_copy(update={"context": int(n), "batch": int(b)}))
-            times = estimate_time(report, profile, overlap=overlap, n_devices=case.n_devices, total_batch=int(b))
-            _store_times(out, shape, i, j, times, phases)
+    # One report over all contexts per batch: estimate_time takes array counts.
+    for j, b in enumerate(batches):
+        report = case.report_over(template.model_copy(update={"batch": int(b)}), contexts)
+        times = estimate_time(report, profile, overlap=overlap, n_devices=case.n_devices, total_batch=int(b))
+        _store_times(out, shape, slice(None), j, times, phases)
     return out
 
 
@@ -337,9 +338,9 @@ _TIME_TOTALS = ("ttft_s", "tpot_s", "tokens_per_s", "tokens_per_s_per_device")
 
 
 def _store_times(
-    out: dict[str, np.ndarray], shape: tuple[int, int], i: int, j: int, times: TimeReport, phases: Iterable[str]
+    out: dict[str, np.ndarray], shape: tuple[int, int], i: int | slice, j: int, times: TimeReport, phases: Iterable[str]
 ) -> None:
-    """Write one point's times into the grids of ``out``, adding a grid for each new name."""
+    """Write the times at row(s) ``i`` and column ``j`` into the grids of ``out``, adding a grid for each new name."""
     values: dict[str, float] = {}
     if times.prefill is not None:
         values["ttft_s"] = times.ttft_s

@@ -729,12 +729,19 @@ def _expert_parallel_scale(ops, spec: ModelSpec, plan: ParallelPlan, workload: W
 
 
 def device_report(
-    spec: ModelSpec, workload: Workload, plan: ParallelPlan, rank: int | None = None, context: int | None = None
+    spec: ModelSpec,
+    workload: Workload,
+    plan: ParallelPlan,
+    rank: int | None = None,
+    context: int | None = None,
+    counts: ParallelCounts | None = None,
 ):
     """CostReport of one device of ``plan``: its compute ops, collectives, KV, weights and activations.
 
     ``workload.batch`` is the whole deployment's batch; the device runs its dp rank's share.
-    ``rank`` defaults to the device that needs the most memory. The compute ops cover the
+    ``rank`` defaults to the device that needs the most memory. ``counts`` is the plan's
+    ``parallel_counts`` for the same workload and context, when the caller already has it
+    (a caller that reports every stage then counts the devices once). The compute ops cover the
     device's pipeline stage only (the embedding on the first stage, the LM head on the last).
     Routed-expert FLOPs are the expert group's (token, expert) pairs over ep, which is a float
     when ep does not divide them. NOTE: a zigzag cp rank is counted as two prefill spans with
@@ -743,7 +750,8 @@ def device_report(
     from ctxsim.counts.estimate import estimate
     from ctxsim.counts.report import CostReport
 
-    counts = parallel_counts(spec, workload, plan, context)
+    if counts is None:
+        counts = parallel_counts(spec, workload, plan, context)
     context = workload.context if context is None else int(context)
     device = counts.busiest() if rank is None else counts.devices[rank]
     layout = device.layout

@@ -202,3 +202,87 @@ def max_context_for(
     usable = profile.memory_bytes * memory_fraction
     _check_fraction(memory_fraction)
     return max_context(memory_at, concurrency, usable, spec.weight_bytes(), reserve_bytes, max_tokens)
+
+
+# ---------------------------------------------------------------------------------------------
+# Every device of a plan
+
+
+def device_capacity(device: Any, profile: HardwareProfile, memory_fraction: float, reserve_bytes: int = 0) -> Capacity:
+    """Capacity of one device of a plan (a ``ctxsim.counts.parallel.DeviceCounts``) for its own batch."""
+    return Capacity(
+        memory_bytes=profile.memory_bytes,
+        memory_fraction=memory_fraction,
+        weights_bytes=device.weights_bytes,
+        activation_peak_bytes=device.activation_bytes,
+        reserve_bytes=reserve_bytes,
+        kv_bytes_per_sequence=device.kv_cache.bytes_per_sequence,
+        batch=device.layout.batch,
+    )
+
+
+def plan_max_sequences(
+    counts: Any, hardware: HardwareProfile | str, *, memory_fraction: float = DEFAULT_MEMORY_FRACTION, reserve_bytes: int = 0
+) -> int:
+    """Sequences of this context each data-parallel replica can hold: the fewest over the plan's devices.
+
+    ``counts`` is a ``ctxsim.counts.parallel.ParallelCounts``; each device's KV budget is divided
+    by its own KV bytes per sequence, so the device with the least room sets the limit.
+    """
+    profile = load_hardware(hardware) if isinstance(hardware, str) else hardware
+    _check_fraction(memory_fraction)
+    return min(device_capacity(d, profile, memory_fraction, reserve_bytes).max_sequences for d in counts.devices)
+
+
+def max_context_for_plan(
+    model: Any,
+    workload: Any,
+    plan: Any,
+    hardware: HardwareProfile | str,
+    *,
+    memory_fraction: float = DEFAULT_MEMORY_FRACTION,
+    reserve_bytes: int = 0,
+    max_tokens: int = 1 << 30,
+) -> int:
+    """Longest context at which every device of ``plan`` holds its share of ``workload.batch`` sequences.
+
+    Each probe counts the plan at that context (``ctxsim.counts.parallel.parallel_counts``) with
+    a prefill of the workload, as ``max_context_for`` does on one device. A device fits when its
+    weights, KV cache (with LayerSplit scratch), prefill activation peak and ``reserve_bytes``
+    are within ``memory_fraction`` of its memory. Under cp the probed contexts are the cached
+    prefix plus a multiple of the cp blocks (cp, or 2 cp for zigzag), because the new tokens must
+    split evenly. Returns 0 when no probed context fits.
+    """
+    from ctxsim.counts.parallel import parallel_counts
+    from ctxsim.spec.errors import SpecError
+    from ctxsim.spec.load import load_model
+
+    profile = load_hardware(hardware) if isinstance(hardware, str) else hardware
+    spec = load_model(model) if isinstance(model, str) else model
+    _check_fraction(memory_fraction)
+    usable = profile.memory_bytes * memory_fraction
+    probe = workload.model_copy(update={"phase": "prefill"})
+    step = plan.cp * (2 if plan.cp_sharding == "zigzag" else 1) if plan.cp > 1 else 1
+    base = probe.cached_context if plan.cp > 1 else 0
+
+    def fits(k: int) -> bool:
+        n_tokens = base + k * step
+        cached = min(probe.cached_context, n_tokens - 1)
+        try:
+            counts = parallel_counts(spec, probe.model_copy(update={"context": n_tokens, "cached_context": cached}), plan)
+        except SpecError:
+            return False
+        return all(d.memory_bytes + reserve_bytes <= usable for d in counts.devices)
+
+    lo, hi = 1, max(1, (max_tokens - base) // step)
+    if not fits(lo):
+        return 0
+    if fits(hi):
+        return base + hi * step
+    while hi - lo > 1:  # fits(lo) and not fits(hi)
+        mid = (lo + hi) // 2
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid
+    return base + lo * step

@@ -199,14 +199,19 @@ def collective_op_time(
 ) -> OpTime:
     """Time of one collective op record, split into ``messages`` equal messages per run.
 
-    A prefill in n chunks sends each collective once per chunk, so it pays the latency n times
-    on messages of S/n. A send/recv involves two ranks whenever its group has more than one.
+    ``group_sizes`` and ``ranks_per_node`` are looked up by the op's name first, then by its
+    group (tp, pp, ep, dp, cp, layer_split). A prefill in n chunks sends each collective once
+    per chunk, so it pays the latency n times on messages of S/n. A send/recv involves two
+    ranks whenever its group has more than one.
     """
     group, collective = parse_collective(op.name)
-    n = group_sizes.get(group, 1)
+    n = group_sizes.get(op.name, group_sizes.get(group, 1))
     if collective == "send_recv":
         n = 2 if n > 1 else 1
-    per_node = (ranks_per_node or {}).get(group)
+    per_node_by = ranks_per_node or {}
+    per_node = per_node_by.get(op.name, per_node_by.get(group))
+    if per_node is not None:
+        per_node = min(per_node, n)
     size = collective_size_bytes(op)
     time_s = messages * collective_time_s(collective, size / messages, n, profile, per_node)
     return OpTime(

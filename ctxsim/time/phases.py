@@ -7,7 +7,8 @@ Metrics (docs/methodology.md states them with the same words):
   yields the first output token, so no decode step is added. Queueing, tokenization and network
   time are not included.
 - **TPOT** (time per output token): one decode step of the whole batch at context N, the time
-  between two output tokens of one request in steady state.
+  between two output tokens of one request in steady state. With pipeline stages the batch
+  runs as micro-batches and the slowest stage can set the pace (``ctxsim.time.stages``).
 - **Inter-token latency** is what a client observes between tokens. It equals TPOT while no
   prefill shares the step; ctxsim does not model the spikes that a mixed prefill adds.
 - **tokens_per_s**: decode output tokens per second of the deployment, ``total_batch / TPOT``,
@@ -30,7 +31,9 @@ from ctxsim.counts.arith import ceil_div, maximum, minimum
 from ctxsim.counts.report import CostReport, Number, _plain
 from ctxsim.spec.hardware import HardwareProfile, load_hardware
 from ctxsim.spec.model import ModelSpec
+from ctxsim.spec.plan import ParallelPlan
 from ctxsim.time.collectives import collective_op_time
+from ctxsim.time.placement import collective_groups
 from ctxsim.time.roofline import BOUNDS, OpTime, op_time
 
 
@@ -51,6 +54,12 @@ class PhaseTime:
     forwards: Number
     by_bound: dict[str, Number] = field(default_factory=dict)
     stage_s: list[Number] = field(default_factory=list)
+    micro_batches: int = 1
+
+    @property
+    def stage_imbalance(self) -> Number | None:
+        """Slowest stage over the mean stage time (None without pipeline stages)."""
+        return stage_imbalance(self.stage_s) if len(self.stage_s) > 1 else None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -61,12 +70,41 @@ class PhaseTime:
             "forward_passes": _plain(self.forwards),
             "by_bound_s": {k: _plain(v) for k, v in self.by_bound.items()},
             "stage_s": [_plain(s) for s in self.stage_s],
+            "stage_imbalance": _plain(self.stage_imbalance),
+            "micro_batches": self.micro_batches,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class StageTime:
+    """Time of one pipeline stage in each phase, and the device that sets it (the stage's slowest)."""
+
+    stage: int
+    layers: tuple[int, int]  # first and last main-stack layer of the stage
+    prefill_rank: int | None = None
+    prefill_s: Number | None = None
+    decode_rank: int | None = None
+    decode_s: Number | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "stage": self.stage,
+            "layers": list(self.layers),
+            "prefill_rank": self.prefill_rank,
+            "prefill_s": _plain(self.prefill_s),
+            "decode_rank": self.decode_rank,
+            "decode_s": _plain(self.decode_s),
         }
 
 
 @dataclass(slots=True)
 class TimeReport:
-    """Estimated times of one CostReport on one hardware profile (an estimate, not a measurement)."""
+    """Estimated times of one CostReport or one plan on one hardware profile (estimates, not measurements).
+
+    ``batch`` is the sequences of the busiest data-parallel replica. With a plan timed per
+    device (``ctxsim.time.time_plan``), ``ops`` holds the ops of each stage's slowest device,
+    each with its ``stage``, and ``stages`` the time of every stage.
+    """
 
     hardware: str
     confidence: str
@@ -78,6 +116,7 @@ class TimeReport:
     ops: list[OpTime]
     prefill: PhaseTime | None
     decode: PhaseTime | None
+    stages: list[StageTime] = field(default_factory=list)
 
     @property
     def ttft_s(self) -> Number | None:
@@ -117,6 +156,7 @@ class TimeReport:
             "tokens_per_s_per_device": _plain(self.tokens_per_s_per_device),
             "prefill": None if self.prefill is None else self.prefill.to_dict(),
             "decode": None if self.decode is None else self.decode.to_dict(),
+            "stages": [s.to_dict() for s in self.stages],
             "ops": [t.to_dict() for t in self.ops],
         }
 
@@ -162,21 +202,38 @@ def _stage_totals(times: list[OpTime], stages: list[dict[str, int]]) -> list[Num
     return totals
 
 
+def _slowest(values: Sequence[Number]) -> Number:
+    slowest = values[0]
+    for value in values[1:]:
+        slowest = maximum(slowest, value)
+    return slowest
+
+
 def pipeline_prefill_s(stage_s: Sequence[Number], forwards: Number) -> Number:
-    """Makespan of ``forwards`` equal chunks through the stages: fill the pipe, then drain at the slowest."""
+    """Makespan of ``forwards`` equal chunks through the stages: fill the pipe, then drain at the slowest.
+
+    The first chunk passes every stage; each later one leaves one slowest-stage chunk time after
+    the one before. With pp equal stages of time t this is t (m + pp - 1) / m for m chunks,
+    the stage time over 1 - bubble, where the bubble (pp - 1) / (m + pp - 1) is the idle share
+    of the stage time slots.
+    """
     per_chunk = [s / forwards for s in stage_s]
-    slowest = per_chunk[0]
-    for s in per_chunk[1:]:
-        slowest = maximum(slowest, s)
-    return sum(per_chunk) + (forwards - 1) * slowest
+    return sum(per_chunk) + (forwards - 1) * _slowest(per_chunk)
+
+
+def pipeline_decode_s(stage_s: Sequence[Number], micro_batches: int) -> Number:
+    """Time between two tokens of one sequence when ``micro_batches`` micro-batches cycle through the stages.
+
+    A micro-batch cannot start its next step before its previous one has left the last stage
+    (the sum of the stage times), and the slowest stage serves every micro-batch once per step
+    (``micro_batches`` times its time); the larger of the two sets the pace.
+    """
+    return maximum(sum(stage_s), micro_batches * _slowest(stage_s))
 
 
 def stage_imbalance(stage_s: Sequence[Number]) -> Number:
     """Slowest stage over the mean stage time; 1 is perfectly balanced."""
-    slowest = stage_s[0]
-    for s in stage_s[1:]:
-        slowest = maximum(slowest, s)
-    return slowest * len(stage_s) / sum(stage_s)
+    return _slowest(stage_s) * len(stage_s) / sum(stage_s)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -192,35 +249,90 @@ def _forwards(report: CostReport) -> Number:
     return ceil_div(context - workload.cached_context, workload.chunk_size)
 
 
-def _group_sizes(plan: Any) -> dict[str, int]:
+def _plan_group_sizes(plan: Any) -> dict[str, int]:
+    """Group size of each collective group from a plan's degrees, for reports that are not per device."""
     if plan is None:
         return {}
-    return {g: int(getattr(plan, g, 1)) for g in ("tp", "pp", "ep", "dp", "cp", "layer_split")}
+    sizes = {g: int(getattr(plan, g, 1)) for g in ("tp", "pp", "ep", "dp", "cp", "layer_split")}
+    if isinstance(plan, ParallelPlan):
+        # The all-gather token path runs over the dp ranks whose tokens the expert group shares.
+        sizes["comm.ep_all_gather"] = sizes["comm.ep_reduce_scatter"] = plan.token_groups
+    return sizes
+
+
+def _by_bound(times: list[OpTime]) -> dict[str, Number]:
+    """Time of the ops of each bound; an op whose bound varies over a context array counts per point."""
+    by_bound: dict[str, Number] = {}
+    for t in times:
+        if isinstance(t.bound, np.ndarray):
+            for bound in BOUNDS:
+                mask = t.bound == bound
+                if mask.any():
+                    by_bound[bound] = by_bound.get(bound, 0.0) + np.where(mask, t.total_s, 0.0)
+        else:
+            by_bound[t.bound] = by_bound.get(t.bound, 0.0) + t.total_s
+    return {b: by_bound[b] for b in BOUNDS if b in by_bound}
 
 
 def _phase_time(
-    phase: str, times: list[OpTime], forwards: Number, overlap: float, stages: list[dict[str, int]] | None
+    phase: str, times: list[OpTime], forwards: Number, overlap: float, stages: list[dict[str, int]] | None = None
 ) -> PhaseTime:
-    compute = sum((t.total_s for t in times if t.bound != "communication"), 0.0)
-    communication = sum((t.total_s for t in times if t.bound == "communication"), 0.0)
-    by_bound: dict[str, Number] = {}
-    for t in times:
-        if not isinstance(t.bound, np.ndarray):
-            by_bound[t.bound] = by_bound.get(t.bound, 0.0) + t.total_s
-    by_bound = {b: by_bound[b] for b in BOUNDS if b in by_bound}
+    """Sum one device's op times of a phase, hiding ``overlap`` of the communication behind compute."""
+    compute = sum((t.total_s for t in times if t.kind != "collective"), 0.0)
+    communication = sum((t.total_s for t in times if t.kind == "collective"), 0.0)
+    by_bound = _by_bound(times)
     hidden = overlap * minimum(compute, communication)
 
     if not stages or len(stages) == 1:
         total = overlapped_s(compute, communication, overlap)
         return PhaseTime(phase, total, compute, communication, hidden, forwards, by_bound)
 
-    # NOTE: with pipeline stages, overlap is applied to each stage's compute and communication as a
-    # whole, and a decode step passes every stage once (no micro-batches in flight).
-    compute_stages = _stage_totals([t for t in times if t.bound != "communication"], stages)
-    comm_stages = _stage_totals([t for t in times if t.bound == "communication"], stages)
+    # NOTE: a whole-model report split into stages applies overlap to each stage's compute and
+    # communication as a whole, and a decode step passes every stage once (no micro-batches).
+    compute_stages = _stage_totals([t for t in times if t.kind != "collective"], stages)
+    comm_stages = _stage_totals([t for t in times if t.kind == "collective"], stages)
     stage_s = [overlapped_s(c, m, overlap) for c, m in zip(compute_stages, comm_stages)]
     total = pipeline_prefill_s(stage_s, forwards) if phase == "prefill" else sum(stage_s)
     return PhaseTime(phase, total, compute, communication, hidden, forwards, by_bound, stage_s)
+
+
+def check_overlap(overlap: float) -> None:
+    if not 0.0 <= overlap <= 1.0:
+        raise ValueError(f"overlap {overlap} must be between 0 and 1: it is the fraction of communication hidden")
+
+
+def time_ops(
+    report: CostReport,
+    profile: HardwareProfile,
+    group_sizes: Mapping[str, int],
+    ranks_per_node: Mapping[str, int] | None = None,
+) -> list[OpTime]:
+    """Time every op of ``report``: compute ops on the roofline, collectives over their groups.
+
+    A prefill in n chunks launches each op n times and sends each collective as n messages.
+    """
+    forwards = _forwards(report)
+    times: list[OpTime] = []
+    for op in report.ops:
+        launches = forwards if op.phase == "prefill" else 1
+        if op.kind == "collective":
+            times.append(collective_op_time(op, profile, group_sizes, launches, ranks_per_node))
+        else:
+            times.append(op_time(op, profile, launches))
+    return times
+
+
+def is_device_report(report: CostReport) -> bool:
+    """Return whether ``report`` holds one device of a plan (``ctxsim.time.device_report``)."""
+    return "rank" in report.extras and "parallel" in report.extras and isinstance(report.plan, ParallelPlan)
+
+
+def deployment_workload(report: CostReport) -> Any:
+    """The whole deployment's workload of a per-device report (its batch summed over the dp ranks)."""
+    plan = report.plan
+    counts = report.extras["parallel"]
+    batch = sum(counts.devices[plan.rank_of(dp=d)].layout.batch for d in range(plan.dp))
+    return report.workload.model_copy(update={"batch": batch, "context": report.extras["context"]})
 
 
 def estimate_time(
@@ -236,41 +348,62 @@ def estimate_time(
 ) -> TimeReport:
     """Time every op of ``report`` on ``hardware`` and sum them into TTFT and TPOT.
 
-    ``report`` contains the ops of one device and one replica's batch. ``n_devices`` (default: the
-    plan's world size) and ``total_batch`` (default: the batch times the plan's dp) only scale
-    tokens per second.
-    ``group_sizes`` maps a parallel group (tp, pp, ep, dp, cp, layer_split) to its size for the
-    collective ops; by default it comes from ``report.plan``. ``ranks_per_node`` gives how many
-    of a group's ranks share a scale-up domain, when not ``min(size, domain)``. With a plan of
-    pp > 1, pass ``model`` so that the layers can be split into stages; the prefill then runs as
-    a pipeline of its chunks and the slowest stage sets the pace.
+    ``report`` contains the ops of one device and one replica's batch, for one context or a
+    numpy array of contexts (``ctxsim.estimate(..., context=array)``), which gives array times.
+    ``n_devices`` (default: the plan's world size) and ``total_batch`` (default: the batch times
+    the plan's dp) only scale tokens per second.
+
+    ``group_sizes`` maps a collective op name or its group (tp, pp, ep, dp, cp, layer_split) to
+    the ranks it runs over, and ``ranks_per_node`` how many of them share a scale-up domain. By
+    default a per-device report (``ctxsim.time.device_report``) takes both from its device's
+    place in the plan, and any other report takes the plan's degrees and
+    ``min(size, domain)``.
+
+    With ``model``, a per-device report of a plan with pp > 1 or cp > 1 is timed as its whole
+    plan (``time_plan``): every stage's slowest device, through the pipeline. A report of the
+    whole model (``ctxsim.estimate``) with pp > 1 needs ``model`` to split its layers into
+    stages; its prefill then runs as a pipeline of its chunks and a decode step passes every
+    stage once.
     """
     profile = load_hardware(hardware) if isinstance(hardware, str) else hardware
-    if not 0.0 <= overlap <= 1.0:
-        raise ValueError(f"overlap {overlap} must be between 0 and 1: it is the fraction of communication hidden")
-    groups = dict(_group_sizes(report.plan)) if group_sizes is None else dict(group_sizes)
-    pp = groups.get("pp", 1)
+    check_overlap(overlap)
+    plan = report.plan
+    per_device = is_device_report(report)
+    pp = int(getattr(plan, "pp", 1)) if plan is not None else 1
+    if per_device and (pp > 1 or plan.cp > 1):
+        if model is not None:
+            from ctxsim.time.stages import time_plan
+
+            return time_plan(
+                model, deployment_workload(report), plan, profile,
+                overlap=overlap, n_devices=n_devices, total_batch=total_batch,
+            )
+        if pp > 1:
+            raise ValueError(
+                f"a plan with pp={pp} is timed stage by stage from the ModelSpec: pass model=, or time this "
+                "device alone with ctxsim.time.time_device"
+            )
+
+    if group_sizes is not None:
+        groups: Mapping[str, int] = group_sizes
+    elif per_device:
+        groups, default_per_node = collective_groups(report, profile.scale_up.domain_size)
+        ranks_per_node = default_per_node if ranks_per_node is None else ranks_per_node
+    else:
+        groups = _plan_group_sizes(plan)
     stages = None
-    if pp > 1:
+    if pp > 1 and not per_device:
         if model is None:
             raise ValueError(f"a plan with pp={pp} needs the ModelSpec to split layers into stages: pass model=")
         stages = split_stages(model.layer_sequence, pp)
-    plan = report.plan
     if n_devices is None:
         n_devices = int(plan.world_size) if plan is not None and hasattr(plan, "world_size") else 1
     if total_batch is None:
         replicas = int(getattr(plan, "dp", 1)) if plan is not None else 1
         total_batch = replicas * report.workload.batch
 
+    times = time_ops(report, profile, groups, ranks_per_node)
     forwards = _forwards(report)
-    times: list[OpTime] = []
-    for op in report.ops:
-        launches = forwards if op.phase == "prefill" else 1
-        if op.kind == "collective":
-            times.append(collective_op_time(op, profile, groups, launches, ranks_per_node))
-        else:
-            times.append(op_time(op, profile, launches))
-
     phases = {}
     for phase in ("prefill", "decode"):
         phase_times = [t for t in times if t.phase == phase]
@@ -280,7 +413,7 @@ def estimate_time(
     return TimeReport(
         hardware=profile.name,
         confidence=profile.confidence,
-        provenance=f"{profile.provenance.kind} {profile.provenance.date}",
+        provenance=provenance(profile),
         batch=report.workload.batch,
         total_batch=total_batch,
         n_devices=n_devices,
@@ -289,3 +422,7 @@ def estimate_time(
         prefill=phases.get("prefill"),
         decode=phases.get("decode"),
     )
+
+
+def provenance(profile: HardwareProfile) -> str:
+    return f"{profile.provenance.kind} {profile.provenance.date}"

@@ -1,127 +1,195 @@
-"""A simple per-device model of tensor and data parallelism, for timing and sizing.
+"""Per-device counts for the time model: a thin layer over ``ctxsim.counts.parallel``.
 
-Until the counts model parallel plans, this module builds the CostReport of one device from a
-sharded copy of the model. With tensor parallel degree ``tp`` every layer keeps 1/tp of its
-query heads, KV heads, FFN columns and expert columns, and 1/tp of the vocabulary (the
-vocab-parallel embedding and LM head). Counting that model gives one device's FLOPs, bytes,
-weights and KV cache. What tp does not split stays whole, as in Megatron-style serving:
+``ctxsim.counts.parallel`` is the one per-device model of every plan (tp, pp, ep, dp,
+attention-DP, cp, LayerSplit). This module adds what timing needs on top of it:
 
-- KV heads are replicated when tp exceeds n_kv_head (each rank keeps one KV head).
-- An MLA latent is one shared KV head, so every rank caches and reads the whole latent.
-- MLA down-projections, the router, norms and residuals are replicated.
-- The DSA indexer is replicated: every rank scores all keys and caches every index key.
-
-Each layer adds two all-reduces of the activations (after attention and after the FFN), of
-``rows x d_model x 2`` bytes. Data parallelism splits the requests: each of ``dp`` replicas
-runs ceil(batch / dp) sequences on its own ``tp`` devices.
-NOTE: pp, ep, cp and layer_split are not modelled here; ``device_report`` rejects them.
+- ``device_report``: one device's CostReport, with each collective listed after the ops of its
+  layer kind so that op tables stay grouped;
+- ``group_ranks`` and ``collective_groups``: the ranks each collective op runs over, which give
+  its group size and how many of those ranks share a scale-up domain;
+- ``traced_collectives``: the collectives of a tp/dp plan as polynomials, for the traced totals
+  of ``ctxsim.sweep``.
 """
 
 from __future__ import annotations
 
-import math
-from typing import Any
+import dataclasses
+from typing import Callable
 
-from ctxsim.counts import estimate
-from ctxsim.counts.conventions import ACTIVATION_BYTES
+from ctxsim.counts import parallel
+from ctxsim.counts.comm import collective_ops
 from ctxsim.counts.report import CostReport, Op
-from ctxsim.spec.errors import SpecError
-from ctxsim.spec.load import model_from_dict
 from ctxsim.spec.model import ModelSpec
-from ctxsim.spec.plan import ParallelPlan
+from ctxsim.spec.plan import ParallelPlan, check_plan, gcd_all
 from ctxsim.spec.workload import Workload
 
 
-def _split_heads(kind: str, attention: dict[str, Any], tp: int) -> None:
-    n_head = attention["n_head"]
-    if n_head % tp:
-        raise SpecError(f"tp {tp} does not divide n_head {n_head} of layer kind '{kind}': use a tp that divides it")
-    attention["n_head"] = n_head // tp
-    if attention["kind"] != "gqa":
-        return
-    n_kv = attention["n_kv_head"]
-    if n_kv % tp and tp % n_kv:
-        raise SpecError(
-            f"tp {tp} and n_kv_head {n_kv} of layer kind '{kind}' do not divide one another: "
-            "KV heads can be split or replicated only evenly"
-        )
-    attention["n_kv_head"] = max(1, n_kv // tp)
+def device_report(
+    spec: ModelSpec,
+    workload: Workload,
+    plan: ParallelPlan,
+    rank: int | None = None,
+    context: int | None = None,
+    counts: parallel.ParallelCounts | None = None,
+) -> CostReport:
+    """CostReport of one device of ``plan`` (``ctxsim.counts.parallel.device_report``).
 
-
-def _split_ffn(ffn: dict[str, Any], tp: int) -> None:
-    # NOTE: a width that tp does not divide is rounded up, as engines pad it.
-    if ffn["kind"] == "dense":
-        ffn["intermediate_size"] = math.ceil(ffn["intermediate_size"] / tp)
-        return
-    ffn["moe_intermediate_size"] = math.ceil(ffn["moe_intermediate_size"] / tp)
-    if ffn.get("shared_intermediate_size"):
-        ffn["shared_intermediate_size"] = math.ceil(ffn["shared_intermediate_size"] / tp)
-
-
-def shard_model(spec: ModelSpec, tp: int) -> ModelSpec:
-    """Return the part of ``spec`` that one tensor-parallel rank stores and runs (see the module docstring)."""
-    if tp == 1:
-        return spec
-    data = spec.model_dump(mode="json")
-    data["vocab_size"] = math.ceil(spec.vocab_size / tp)
-    for kind, layer in data["layer_kinds"].items():
-        _split_heads(kind, layer["attention"], tp)
-        selection = layer.get("selection") or {}
-        if selection.get("kind") == "msa":
-            # MSA has one index-query head per KV group, so it follows the local KV heads.
-            selection["index_n_heads"] = layer["attention"]["n_kv_head"]
-        _split_ffn(layer["ffn"], tp)
-    return model_from_dict(data, source=f"{spec.name} sharded over tp={tp}")
-
-
-def tp_all_reduce_ops(spec: ModelSpec, report: CostReport, tp: int) -> list[Op]:
-    """Two all-reduces per layer of each phase's activations: after attention and after the FFN."""
-    if tp == 1:
-        return []
-    workload = report.workload
-    context = report.extras.get("context", workload.context)
-    rows = {"prefill": workload.batch * (context - workload.cached_context), "decode": workload.batch}
-    phases = {op.phase for op in report.ops}
-    ops = []
-    for phase in ("prefill", "decode"):
-        if phase not in phases:
-            continue
-        size = rows[phase] * spec.d_model * ACTIVATION_BYTES
-        for kind, count in spec.kind_counts.items():
-            ops.append(Op("comm.tp_all_reduce", "collective", phase, 2 * count, 0, 0, size, size, kind))
-    return ops
-
-
-def replica_batch(batch: int, dp: int) -> int:
-    """Sequences each data-parallel replica runs."""
-    return math.ceil(batch / dp)
-
-
-def device_report(spec: ModelSpec, workload: Workload, plan: ParallelPlan) -> CostReport:
-    """CostReport of one device of ``plan``: sharded counts plus the tensor-parallel all-reduces.
-
-    ``workload.batch`` is the whole deployment's batch; each replica runs ``replica_batch`` of it.
+    ``workload.batch`` is the whole deployment's batch. ``rank`` defaults to the device that
+    needs the most memory. The ops are those of the device's pipeline stage plus its collectives.
+    ``counts``, the plan's ``parallel_counts`` for this workload, saves counting every device again.
     """
-    unsupported = [f"{name}={getattr(plan, name)}" for name in ("pp", "ep", "cp") if getattr(plan, name) > 1]
-    if unsupported:
-        raise SpecError(
-            f"plan {', '.join(unsupported)} is not modelled yet: time and size support tp and dp; drop those flags"
-        )
-    local = workload.model_copy(update={"batch": replica_batch(workload.batch, plan.dp)})
-    sharded = shard_model(spec, plan.tp)
-    # The sharded model is counted as one device; the plan is attached afterwards so that
-    # estimate() does not count the plan's devices again on an already sharded model.
-    report = estimate(sharded, local)
-    report.plan = plan
-    report.model = spec.name
-    report.ops = _insert_after_layers(report.ops, tp_all_reduce_ops(sharded, report, plan.tp))
+    report = parallel.device_report(spec, workload, plan, rank, context, counts)
+    report.ops = _group_by_layer(report.ops)
     return report
 
 
-def _insert_after_layers(ops: list[Op], extra: list[Op]) -> list[Op]:
-    """Place each extra op after the last op of its phase and layer kind, so listings stay grouped."""
-    out = list(ops)
-    for op in extra:
+def _group_by_layer(ops: list[Op]) -> list[Op]:
+    """Move each collective after the last compute op of its phase and layer kind."""
+    out = [op for op in ops if op.kind != "collective"]
+    for op in (op for op in ops if op.kind == "collective"):
         positions = [i for i, o in enumerate(out) if o.phase == op.phase and o.layer_kind == op.layer_kind]
         out.insert(positions[-1] + 1 if positions else len(out), op)
     return out
+
+
+def shard_model(spec: ModelSpec, tp: int) -> ModelSpec:
+    """Return the ModelSpec one tensor-parallel rank stores and runs (``ctxsim.counts.parallel.shard_spec``).
+
+    Raises SpecError when tp does not shard every layer evenly.
+    """
+    if tp == 1:
+        return spec
+    plan = ParallelPlan(tp=tp)
+    check_plan(spec, plan)
+    return parallel.shard_spec(spec, plan, tuple(range(spec.n_layer)))
+
+
+def replica_batch(batch: int, dp: int) -> int:
+    """Sequences of the busiest data-parallel rank: ceil(batch / dp)."""
+    return parallel.dp_batch(batch, ParallelPlan(dp=dp), 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Collective groups
+
+
+def group_ranks(plan: ParallelPlan, counts: parallel.ParallelCounts, rank: int, op_name: str) -> list[int]:
+    """Return the global ranks that run the collective ``op_name`` together with ``rank``.
+
+    - tp ops: the rank's tp group.
+    - ``comm.pp_send``: the rank and the same position in the next stage.
+    - ``comm.cp_kv``: the cp ranks.
+    - ``comm.ep_dispatch`` and ``comm.ep_combine`` (all-to-all): the expert group.
+    - ``comm.ep_all_gather`` and ``comm.ep_reduce_scatter``: the dp ranks whose tokens the
+      expert group shares (``plan.token_groups`` of them, not ``plan.ep``).
+    - ``comm.layer_split_broadcast``: the rank's LayerSplit group.
+    """
+    coords = plan.coordinates(rank)
+    group = op_name.removeprefix("comm.").split("_", 1)[0]
+    if op_name == "comm.layer_split_broadcast":
+        return _layer_split_ranks(plan, counts, rank)
+    if group == "tp":
+        return [plan.rank_of(**{**coords, "tp": t}) for t in range(plan.tp)]
+    if group == "pp":
+        following = min(coords["pp"] + 1, plan.pp - 1)
+        return sorted({rank, plan.rank_of(**{**coords, "pp": following})})
+    if group == "cp":
+        return [plan.rank_of(**{**coords, "cp": c}) for c in range(plan.cp)]
+    if group == "ep":
+        tps = range(plan.tp) if op_name in ("comm.ep_dispatch", "comm.ep_combine") else [coords["tp"]]
+        dps = range(plan.dp) if plan.attention_dp else [coords["dp"]]
+        return sorted(plan.rank_of(**{**coords, "tp": t, "dp": d}) for t in tps for d in dps)
+    if group == "dp":
+        return [plan.rank_of(**{**coords, "dp": d}) for d in range(plan.dp)]
+    return [rank]
+
+
+def _layer_split_ranks(plan: ParallelPlan, counts: parallel.ParallelCounts, rank: int) -> list[int]:
+    """Return the ranks of ``rank``'s LayerSplit group: G consecutive ranks among those keeping identical KV.
+
+    The ranks keeping identical KV are the tp ranks that share a KV head (``copies`` consecutive
+    tp ranks) and, in cp all_gather mode, every cp rank. ``ctxsim.counts.parallel`` numbers them
+    ``cp_index * copies + tp % copies`` and groups G consecutive numbers.
+    """
+    copies = gcd_all(list(counts.kv_replication.values()))
+    gathered = plan.cp_mode == "all_gather"
+
+    def position(coords: dict[str, int]) -> tuple:
+        index = (coords["cp"] if gathered else 0) * copies + coords["tp"] % copies
+        head = coords["tp"] // copies
+        return coords["pp"], coords["dp"], head, None if gathered else coords["cp"], index // plan.layer_split
+
+    mine = position(plan.coordinates(rank))
+    return [r for r in range(plan.world_size) if position(plan.coordinates(r)) == mine]
+
+
+def ranks_per_domain(ranks: list[int], domain_size: int) -> int:
+    """Count the most of ``ranks`` that share one scale-up domain, with domains of consecutive ranks.
+
+    NOTE: devices are assumed to fill domains in rank order (tp fastest, then cp, pp and dp).
+    """
+    per_domain: dict[int, int] = {}
+    for rank in ranks:
+        per_domain[rank // domain_size] = per_domain.get(rank // domain_size, 0) + 1
+    return max(per_domain.values())
+
+
+def collective_groups(report: CostReport, domain_size: int) -> tuple[dict[str, int], dict[str, int]]:
+    """Return the group size and the ranks per scale-up domain of each collective of a per-device report, by op name."""
+    plan = report.plan
+    counts = report.extras["parallel"]
+    rank = report.extras["rank"]
+    sizes: dict[str, int] = {}
+    per_domain: dict[str, int] = {}
+    for op in report.ops:
+        if op.kind != "collective" or op.name in sizes:
+            continue
+        ranks = group_ranks(plan, counts, rank, op.name)
+        sizes[op.name] = len(ranks)
+        per_domain[op.name] = min(ranks_per_domain(ranks, domain_size), domain_size)
+    return sizes, per_domain
+
+
+# ---------------------------------------------------------------------------------------------
+# Traced collectives of tp/dp plans, for ctxsim.sweep
+
+
+def traced_collectives(spec: ModelSpec, plan: ParallelPlan, workload: Workload) -> Callable[..., list[Op]]:
+    """Build the collectives of one device of a tp/dp plan from a run's phase, batch and rows.
+
+    The returned function takes a PhaseRun (traced or real) and returns the ops of
+    ``ctxsim.counts.comm`` for that phase. Those ops are linear in the device's batch and
+    query rows for plans of tp and dp only, so their fields are read off three evaluations of
+    the counted ops at (batch, rows) = (1, 1), (2, 1) and (1, 2), which keeps them integer
+    polynomials under tracing.
+    """
+    if plan.pp > 1 or plan.cp > 1 or plan.layer_split > 1 or plan.token_groups > 1:
+        raise ValueError(f"traced collectives cover tp and dp plans only, got {plan.describe()}")
+    layout = parallel.device_layout(spec, plan, workload, 0, workload.context)
+    kv_dtype = workload.kv_dtype or spec.kv_dtype
+    fields = ("bytes_read", "bytes_written")
+    by_phase = {}
+    for phase in ("prefill", "decode"):
+        base = parallel._comm_context(spec, plan, workload, layout, phase, workload.context, kv_dtype)
+        samples = []
+        for batch, rows in ((1, 1), (2, 1), (1, 2)):
+            context = dataclasses.replace(base, batch=batch, rows=rows, group_rows=rows, holds_last_token=True)
+            samples.append(collective_ops(context, None))
+        coefficients = []
+        for one, more_batch, more_rows in zip(*samples):
+            per_field = {}
+            for name in fields:
+                by_batch = getattr(more_batch, name) - getattr(one, name)
+                by_rows = getattr(more_rows, name) - getattr(one, name)
+                per_field[name] = (getattr(one, name) - by_batch - by_rows, by_batch, by_rows)
+            coefficients.append((one, per_field))
+        by_phase[phase] = coefficients
+
+    def build(run) -> list[Op]:
+        ops = []
+        for template, per_field in by_phase[run.phase]:
+            values = {name: c0 + cb * run.batch + cr * run.rows for name, (c0, cb, cr) in per_field.items()}
+            ops.append(dataclasses.replace(template, phase=run.phase, **values))
+        return ops
+
+    return build

@@ -47,6 +47,7 @@ class OpTime:
     launch_s: Number
     time_s: Number
     bound: Any  # one of BOUNDS, or an array of them for array counts
+    stage: int | None = None  # pipeline stage of the device, when a plan is timed stage by stage
 
     @property
     def total_s(self) -> Number:
@@ -68,6 +69,7 @@ class OpTime:
             "memory_s": _plain(self.memory_s),
             "communication_s": _plain(self.communication_s),
             "launch_s": _plain(self.launch_s),
+            "stage": self.stage,
         }
 
 
