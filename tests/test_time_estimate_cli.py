@@ -27,7 +27,7 @@ def test_estimate_json_has_time_capacity_memory(capsys):
     assert out["time"]["tokens_per_s"] == pytest.approx(1 / out["time"]["tpot_s"])
     assert out["capacity"]["max_sequences"] >= 1
     assert out["memory"]["fits"] is True
-    assert out["plan"] == {"tp": 8, "dp": 1, "gpus": 8}
+    assert (out["plan"]["tp"], out["plan"]["pp"], out["plan"]["dp"], out["plan"]["gpus"]) == (8, 1, 1, 8)
 
 
 def test_estimate_json_ops_carry_bounds(capsys):
@@ -42,7 +42,8 @@ def test_gpus_alone_fills_domain_then_replicates(capsys):
     # 16 H100s in 8-GPU domains: tp 8 inside a node, 2 data-parallel replicas.
     args = ["estimate", "--model", "llama-3.1-8b", "--context", "4k", "--hardware", "h100-sxm", "--gpus", "16", "--json"]
     assert main(args) == 0
-    assert json.loads(capsys.readouterr().out)["plan"] == {"tp": 8, "dp": 2, "gpus": 16}
+    plan = json.loads(capsys.readouterr().out)["plan"]
+    assert (plan["tp"], plan["dp"], plan["gpus"]) == (8, 2, 16)
 
 
 def test_gpus_disagreeing_with_plan_exits_2(capsys):
@@ -51,9 +52,79 @@ def test_gpus_disagreeing_with_plan_exits_2(capsys):
     assert "--gpus 4 differs from --tp 8 x --dp 1 = 8" in capsys.readouterr().err
 
 
-def test_plan_flags_need_hardware(capsys):
-    assert main(["estimate", "--model", "llama-3.1-8b", "--context", "4k", "--tp", "2"]) == 2
-    assert "need --hardware" in capsys.readouterr().err
+def test_plan_flags_without_hardware_count_per_device(capsys):
+    # Plan flags alone give the per-device counts and no times.
+    assert main(["estimate", "--model", "llama-3.1-8b", "--context", "4k", "--tp", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "per device, tp 2 on 2 devices" in out
+    assert "TTFT" not in out
+
+
+def test_gpus_needs_hardware(capsys):
+    assert main(["estimate", "--model", "llama-3.1-8b", "--context", "4k", "--gpus", "2"]) == 2
+    assert "--gpus needs --hardware" in capsys.readouterr().err
+
+
+def test_gpus_sets_dp_from_plan(capsys):
+    # 16 devices with tp 4 x pp 2 leave dp = 16 / 8 = 2.
+    args = ["estimate", "--model", "llama-3.1-8b", "--context", "4k", "--hardware", "h100-sxm",
+            "--gpus", "16", "--tp", "4", "--pp", "2", "--json"]
+    assert main(args) == 0
+    plan = json.loads(capsys.readouterr().out)["plan"]
+    assert (plan["tp"], plan["pp"], plan["dp"]) == (4, 2, 2)
+
+
+def test_gpus_not_a_multiple_exits_2(capsys):
+    args = ["estimate", "--model", "llama-3.1-8b", "--context", "4k", "--hardware", "h100-sxm",
+            "--gpus", "12", "--tp", "8"]
+    assert main(args) == 2
+    assert "--gpus 12 is not a multiple of --tp 8 = 8, so it cannot set --dp" in capsys.readouterr().err
+
+
+def test_gpus_disagreeing_with_dp_exits_2(capsys):
+    args = ["estimate", "--model", "llama-3.1-8b", "--context", "4k", "--hardware", "h100-sxm",
+            "--gpus", "8", "--tp", "2", "--pp", "2", "--dp", "4"]
+    assert main(args) == 2
+    assert "--gpus 8 differs from --tp 2 x --pp 2 x --dp 4 = 16" in capsys.readouterr().err
+
+
+def test_pipeline_plan_prints_stages(capsys):
+    args = ["estimate", "--model", "llama-3.1-70b", "--context", "32k", "--chunk-size", "8k", "--batch", "4",
+            "--hardware", "h100-sxm", "--tp", "4", "--pp", "2"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "stages (each timed on its slowest device)" in out
+    assert "comm.pp_send" in out
+    assert "pipeline bubble (prefill)" in out
+
+
+def test_pipeline_json_stage_times(capsys):
+    # 80 layers over 2 stages: 0-39 and 40-79; 4 sequences decode as 2 micro-batches.
+    args = ["estimate", "--model", "llama-3.1-70b", "--context", "32k", "--chunk-size", "8k", "--batch", "4",
+            "--hardware", "h100-sxm", "--tp", "4", "--pp", "2", "--json"]
+    assert main(args) == 0
+    time = json.loads(capsys.readouterr().out)["time"]
+    assert [s["layers"] for s in time["stages"]] == [[0, 39], [40, 79]]
+    assert time["decode"]["micro_batches"] == 2
+    assert time["tpot_s"] == pytest.approx(max(sum(time["decode"]["stage_s"]), 2 * max(time["decode"]["stage_s"])))
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--tp", "8", "--ep", "8"],
+        ["--dp", "8", "--ep", "8", "--attention-dp"],
+        ["--tp", "8", "--layer-split", "8"],
+        ["--tp", "4", "--cp", "2", "--cp-mode", "all_gather", "--phase", "prefill"],
+    ],
+)
+def test_every_plan_is_timed(flags, capsys):
+    args = ["estimate", "--model", "deepseek-v3", "--context", "8k", "--hardware", "h200", *flags, "--json"]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["time"]["ttft_s"] > 0
+    names = {op["name"] for op in out["time"]["ops"] if op["kind"] == "collective"}
+    assert names
 
 
 def test_overlap_out_of_range_exits_2():

@@ -79,18 +79,15 @@ def _workload(args: argparse.Namespace) -> Workload:
 
 def run_estimate(args: argparse.Namespace) -> int:
     spec = load_model(args.model)
-    if plan_args.wants_plan(args) and args.hardware is None and args.gpus is None:
+    if args.hardware is not None:
+        return timing.run_timed(args, spec, _workload(args), format_report)
+    if args.gpus is not None:
+        raise SpecError("--gpus needs --hardware, whose scale-up domain it fills: name a profile from 'ctxsim hardware'")
+    if plan_args.wants_plan(args):
         # A plan without hardware: counts plus the per-device section, no times.
         report = estimate(spec, _workload(args), plan_args.plan_from_args(args))
         print_json(report_to_dict(report)) if args.json else print(format_report(report))
         return 0
-    if plan_args.wants_plan(args, beyond_tp_dp=True):
-        raise SpecError(
-            "--hardware and --gpus time tp and dp plans only: drop them to see the per-device memory and "
-            "traffic of pp, ep, cp and layer_split plans"
-        )
-    if timing.wants_timing(args):
-        return timing.run_timed(args, spec, _workload(args), format_report)
     report = estimate(spec, _workload(args))
     if args.json:
         print_json(report_to_dict(report))
