@@ -9,7 +9,7 @@ from ctxsim.cli.main import main
 from ctxsim.spec import SpecError
 from ctxsim.spec.hardware import load_hardware
 from ctxsim.time.placement import device_report
-from ctxsim.time.size import _dominates, kv_dtype_candidates, size, tp_candidates
+from ctxsim.time.size import _dominates, candidate_plans, decode_plan, kv_dtype_candidates, size, tp_candidates
 
 # Llama-3.1-70B bf16 weights: 2 x 128256 x 8192 + 80 x (2 x 8192^2 + 2 x 8192 x 1024 + 3 x 8192 x 28672)
 # parameters, 2 bytes each.
@@ -25,6 +25,17 @@ def test_llama_70b_needs_two_h100():
     result = size("llama-3.1-70b", 8192, "h100-sxm")
     assert result.plans[0].gpus == 2
     assert not any(r.memory.fits for r in result.evaluated if r.gpus == 1)
+
+
+def test_tpot_target_needs_two_devices():
+    # One H100 reads at least Llama-3.1-8B's 16,059,990,016 weight bytes per decode step:
+    # 16,059,990,016 / 3.35e12 B/s = 4.79 ms, above a 4.5 ms target, so no 1-device plan
+    # qualifies; tp 2 halves the weight bytes per device and is the fewest that does.
+    assert 16_059_990_016 / 3.35e12 > 4.5e-3
+    result = size("llama-3.1-8b", 8192, "h100-sxm", target_tpot_s=4.5e-3, max_gpus=8)
+    assert all(r.tpot_s > 4.5e-3 for r in result.evaluated if r.gpus == 1)
+    assert result.plans[0].gpus == 2
+    assert result.plans[0].plan.tp == 2
 
 
 def test_targets_raise_device_count():
@@ -70,6 +81,40 @@ def test_glm_5_2_1m_h200_has_plans():
     assert result.plans[0].memory.fits
 
 
+def test_glm_5_2_1m_h200_uses_pipeline_and_layer_split():
+    # GLM-5.2's 1,486,751,662,080 bf16 weight bytes need at least 12 usable H200s (126.4 GiB
+    # each): the Pareto set reaches 16 devices with LayerSplit and 32 with pipeline stages.
+    result = size("glm-5.2", 2**20, "h200")
+    assert result.plans[0].gpus == 16
+    assert result.plans[0].plan.layer_split > 1
+    assert any(p.plan.pp > 1 for p in result.plans)
+
+
+def test_weights_alone_too_large_explained():
+    # max_gpus 1: GLM-5.2's 1,486,751,662,080 weight bytes exceed the usable 0.9 x 141 GB.
+    result = size("glm-5.2", 2**20, "h200", max_gpus=1)
+    assert result.plans == []
+    assert result.shortfall[0].startswith("memory: no plan of up to 1 device holds 1 sequence(s) of 1,048,576 tokens")
+    assert result.evaluated
+    assert all(r.memory.headroom_bytes < r.memory.usable_bytes - 1_486_751_662_080 for r in result.evaluated)
+
+
+def test_candidates_cover_every_degree():
+    # DeepSeek-V3 (MLA, MoE) with 4 sequences on up to 16 devices.
+    plans = list(candidate_plans(ctxsim.load_model("deepseek-v3"), 2**17, 4, 16))
+    assert any(p.pp > 1 for p in plans)
+    assert any(p.cp > 1 and p.cp_mode == "all_gather" for p in plans)
+    assert any(p.ep > 1 and not p.attention_dp for p in plans)
+    assert any(p.attention_dp and p.resolved_ep_mode == "all_to_all" for p in plans)
+    assert any(p.attention_dp and p.resolved_ep_mode == "all_gather" for p in plans)
+    assert all(p.world_size <= 16 and p.dp <= 4 for p in plans)
+
+
+def test_cp_plan_decodes_as_replicas():
+    plan = decode_plan(ctxsim.ParallelPlan(tp=4, cp=2, cp_mode="all_gather"))
+    assert (plan.tp, plan.cp, plan.dp) == (4, 1, 2)
+
+
 def test_kv_dtypes_for_mla_include_ds_mla():
     assert "fp8_ds_mla" in kv_dtype_candidates(ctxsim.load_model("deepseek-v3"), load_hardware("h200"))
 
@@ -90,9 +135,9 @@ def test_tp_candidates_divide_heads():
 def test_custom_per_device_model_is_used():
     calls = []
 
-    def counting_model(spec, workload, plan):
+    def counting_model(spec, workload, plan, rank=None):
         calls.append(plan)
-        return device_report(spec, workload, plan)
+        return device_report(spec, workload, plan, rank=rank)
 
     size("llama-3.1-8b", 4096, "h100-sxm", max_gpus=1, per_device=counting_model)
     assert calls

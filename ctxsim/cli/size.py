@@ -24,11 +24,14 @@ def positive_seconds(text: str) -> float:
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "size",
-        help="Search tp, dp and KV dtype for the fewest devices that meet TTFT/TPOT targets.",
+        help="Search parallel plans and KV dtypes for the fewest devices that meet TTFT/TPOT targets.",
         description=(
-            "Size a deployment: count and time every candidate plan per device, keep those that fit in memory "
-            "and meet the targets, and print the Pareto set (devices, TTFT, TPOT), fewest devices first. "
-            "Searches tp and dp in powers of two and the KV dtypes; not pp, ep, cp or layer_split."
+            "Size a deployment: count every candidate plan per device, time those that fit in memory stage by "
+            "stage, keep those that meet the targets, and print the Pareto set (devices, TTFT, TPOT), fewest "
+            "devices first. Searches tp, pp, dp and cp in powers of two (cp in all_gather mode, for the "
+            "prefill), ep 1 or the whole expert group, attention-DP for MLA models, LayerSplit when a plan "
+            "does not fit without it, and every KV dtype that applies. When nothing qualifies, it says what "
+            "is short and by how much."
         ),
     )
     parser.add_argument("--model", required=True, help="Preset name, ctxsim YAML path, or config.json path.")
@@ -75,7 +78,8 @@ def format_sizing(result: SizingResult) -> str:
     lines = [
         f"{result.model} on {result.hardware}: {result.concurrency} sequence(s) of {result.context:,} tokens"
         + (f", {', '.join(targets)}" if targets else "")
-        + f"; {len(result.evaluated)} plans evaluated up to {result.max_gpus} devices",
+        + f"; {_count(len(result.evaluated), 'plan')} counted up to {_count(result.max_gpus, 'device')}, "
+        f"{result.timed} fit and were timed",
     ]
     if not result.plans:
         lines.append("no plan meets the request:")
@@ -88,8 +92,7 @@ def format_sizing(result: SizingResult) -> str:
             [
                 str(rank),
                 str(plan.gpus),
-                str(plan.plan.tp),
-                str(plan.plan.dp),
+                _plan_text(plan.plan),
                 plan.kv_dtype,
                 human_seconds(plan.ttft_s),
                 human_seconds(plan.tpot_s),
@@ -99,13 +102,29 @@ def format_sizing(result: SizingResult) -> str:
                 human_bytes(plan.memory.headroom_bytes),
             ]
         )
-    header = ["#", "GPUs", "tp", "dp", "KV", "TTFT", "TPOT", "tokens/s", "tok/s/GPU", "mem/GPU", "headroom"]
-    lines.append(format_table(rows, header, right_align_from=1))
+    header = ["#", "GPUs", "plan", "KV", "TTFT", "TPOT", "tokens/s", "tok/s/GPU", "mem/GPU", "headroom"]
+    lines.append(format_table(rows, header, right_align_from=4))
+    if any(plan.plan.cp > 1 for plan in result.plans):
+        lines.append("cp: the cp ranks prefill each prompt together, then decode their shares as data-parallel replicas.")
     lines.append(
-        "TTFT: chunked prefill of one prompt; TPOT: one decode step of each replica's sequences; "
-        "memory per device against the usable share. Estimates from datasheet priors."
+        "TTFT: prefill of one prompt through the pipeline; TPOT: one decode step of each replica's sequences; "
+        "mem/GPU and headroom: the busiest device against the usable share. Estimates from the profile's priors."
     )
     return "\n".join(lines)
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n:,} {word}" + ("" if n == 1 else "s")
+
+
+def _plan_text(plan) -> str:
+    """Short plan text such as 'tp8 pp2 ep8 ls8'; 'tp1' for one device."""
+    parts = [f"{name}{getattr(plan, name)}" for name in ("tp", "pp", "dp", "cp", "ep") if getattr(plan, name) > 1]
+    if plan.attention_dp and plan.dp > 1:
+        parts.append("attn-dp")
+    if plan.layer_split > 1:
+        parts.append(f"ls{plan.layer_split}")
+    return " ".join(parts) or "tp1"
 
 
 def run_size(args: argparse.Namespace) -> int:

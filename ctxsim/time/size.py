@@ -1,56 +1,77 @@
 """Deployment sizing: search parallel plans and KV dtypes for the fewest devices that meet targets.
 
 For a model, a context N, a concurrency C and a hardware profile, every candidate plan is
-counted per device and timed:
+counted per device (``ctxsim.counts.parallel``) and timed stage by stage (``time_plan``):
 
-- TTFT: the chunked prefill of one N-token prompt (one request at a time).
-- TPOT: one decode step at context N of the ceil(C / dp) sequences each replica runs.
+- TTFT: the prefill of one N-token prompt (one request at a time), in chunks of ``chunk_size``;
+  under cp, one pass split over the cp ranks.
+- TPOT: one decode step at context N of each replica's share of the C sequences.
 - tokens/s: C / TPOT over the whole deployment.
-- memory: weights + the prefill activation peak + ceil(C / dp) x KV per sequence must fit in
-  memory_fraction x device memory.
+- memory: on every device, weights + the prefill activation peak + the KV of its decode
+  sequences must fit in memory_fraction x device memory.
 
 A plan is feasible when it fits and meets every target given. The result lists the feasible
 plans that no other feasible plan beats on devices, TTFT and TPOT at once (the Pareto set),
 fewest devices first, then lowest TPOT and TTFT. When nothing is feasible, ``shortfall`` states
 what is short and by how much.
 
-Search space: tp in powers of two that shard the model (see ``ctxsim.time.placement``), dp in
-powers of two up to C, and the KV dtypes that apply to the model. The per-device model is a
-parameter, so a richer model of pp, ep, cp and layer_split can replace ``device_report``.
-NOTE: pp, ep, cp and layer_split are not searched yet.
+Search space and pruning (``candidate_plans``):
+
+- tp, pp, dp and cp in powers of two, tp x pp x dp x cp <= max_gpus; tp and pp must pass
+  ``check_plan``; dp <= C, because more replicas than sequences stay idle.
+- ep is 1 or the whole expert group (vLLM's default and its --enable-expert-parallel). Any ep
+  between gives each rank the same expert weight bytes, because the rest of the group splits
+  each expert's width.
+- attention-DP (dp ranks share the MoE layers) for MLA models with dp > 1.
+- cp in all_gather mode only, for the prefill (see ``decode_plan``), without attention-DP.
+- LayerSplit G is 1, or the largest power of two that the ranks holding identical KV allow, tried
+  only when G = 1 does not fit: G > 1 adds a broadcast and saves only memory.
+- every KV dtype that applies to the model (nvfp4 where the device has FP4 units).
+
+Memory is counted first, and only plans that fit are timed.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from pydantic import ValidationError
 
 from ctxsim.counts.memory import check_kv_dtype
+from ctxsim.counts.parallel import ParallelCounts, parallel_counts
 from ctxsim.counts.report import CostReport
 from ctxsim.spec.dtypes import KV_DTYPES
 from ctxsim.spec.errors import SpecError, format_validation_error
 from ctxsim.spec.hardware import HardwareProfile, load_hardware
+from ctxsim.spec.layers import MLAAttention, MoEFFN
 from ctxsim.spec.load import load_model
 from ctxsim.spec.model import ModelSpec
-from ctxsim.spec.plan import ParallelPlan
+from ctxsim.spec.plan import ParallelPlan, check_plan, kv_replica_ranks, stage_layer_counts
 from ctxsim.spec.workload import Workload
 from ctxsim.time.capacity import DEFAULT_MEMORY_FRACTION, Capacity
-from ctxsim.time.phases import estimate_time
-from ctxsim.time.placement import device_report, replica_batch, shard_model
+from ctxsim.time.stages import time_plan
 
-DeviceModel = Callable[[ModelSpec, Workload, ParallelPlan], CostReport]
+DeviceModel = Callable[..., CostReport]
 
 # Prefill chunk size used when the caller gives none. Serving engines prefill long prompts in
 # chunks of a few thousand tokens, because an unchunked 1M-token prefill needs terabytes of activations.
 DEFAULT_CHUNK_SIZE = 8192
 DEFAULT_MAX_GPUS = 64
 
+SEARCHED = (
+    "tp, pp, dp, cp (powers of two; cp all_gather for the prefill), ep (1 or the expert group), "
+    "attention-DP (MLA), LayerSplit (1 or the largest group, when 1 does not fit), KV dtype"
+)
+
 
 @dataclass(frozen=True, slots=True)
 class PlanResult:
-    """One candidate deployment: its plan, KV dtype, times and per-device memory."""
+    """One candidate deployment: its plan, KV dtype, times and the memory of its busiest device.
+
+    ``ttft_s`` and ``tpot_s`` are NaN for a plan that does not fit in memory, which is not timed.
+    """
 
     plan: ParallelPlan
     kv_dtype: str
@@ -74,13 +95,20 @@ class PlanResult:
         return self.memory.fits and self.meets_ttft and self.meets_tpot
 
     def describe(self) -> str:
-        return f"tp={self.plan.tp} dp={self.plan.dp} kv {self.kv_dtype}"
+        plan = self.plan.describe() if self.gpus > 1 else "tp 1"
+        return f"{plan}, KV {self.kv_dtype}"
 
     def to_dict(self) -> dict[str, Any]:
+        plan = self.plan
         return {
             "gpus": self.gpus,
-            "tp": self.plan.tp,
-            "dp": self.plan.dp,
+            "tp": plan.tp,
+            "pp": plan.pp,
+            "dp": plan.dp,
+            "cp": plan.cp,
+            "ep": plan.ep,
+            "attention_dp": plan.attention_dp,
+            "layer_split": plan.layer_split,
             "kv_dtype": self.kv_dtype,
             "ttft_s": self.ttft_s,
             "tpot_s": self.tpot_s,
@@ -111,6 +139,11 @@ class SizingResult:
     evaluated: list[PlanResult] = field(default_factory=list)
     shortfall: list[str] = field(default_factory=list)
 
+    @property
+    def timed(self) -> int:
+        """Plans that fit in memory and were timed."""
+        return sum(1 for r in self.evaluated if r.memory.fits)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "model": self.model,
@@ -122,8 +155,9 @@ class SizingResult:
             "max_gpus": self.max_gpus,
             "plans": [p.to_dict() for p in self.plans],
             "evaluated": len(self.evaluated),
+            "timed": self.timed,
             "shortfall": self.shortfall,
-            "searched": "tp (powers of two), dp (powers of two up to the concurrency), KV dtype; not pp, ep, cp, layer_split",
+            "searched": SEARCHED,
         }
 
 
@@ -139,16 +173,17 @@ def _powers_of_two(limit: int) -> list[int]:
     return out
 
 
+def _valid(spec: ModelSpec, plan: ParallelPlan) -> bool:
+    try:
+        check_plan(spec, plan)
+    except SpecError:
+        return False
+    return True
+
+
 def tp_candidates(spec: ModelSpec, max_gpus: int) -> list[int]:
     """Tensor-parallel degrees (powers of two up to ``max_gpus``) that shard every layer evenly."""
-    degrees = []
-    for tp in _powers_of_two(max_gpus):
-        try:
-            shard_model(spec, tp)
-        except SpecError:
-            continue
-        degrees.append(tp)
-    return degrees
+    return [tp for tp in _powers_of_two(max_gpus) if _valid(spec, ParallelPlan(tp=tp))]
 
 
 def kv_dtype_candidates(spec: ModelSpec, profile: HardwareProfile) -> list[str]:
@@ -165,8 +200,109 @@ def kv_dtype_candidates(spec: ModelSpec, profile: HardwareProfile) -> list[str]:
     return out
 
 
+def decode_plan(plan: ParallelPlan) -> ParallelPlan:
+    """The plan that runs the decode of a searched plan: the same, except that cp ranks become dp replicas.
+
+    cp splits one prompt's prefill. In all_gather mode every cp rank then keeps the prompt's
+    whole KV, so each cp rank can decode a share of the sequences. NOTE: each sequence's KV is
+    assumed to stay only on the rank that decodes it once its prefill ends.
+    """
+    if plan.cp == 1:
+        return plan
+    values = plan.model_dump()
+    values.update(cp=1, dp=plan.dp * plan.cp, cp_mode="ring", cp_sharding="zigzag")
+    return ParallelPlan(**values)
+
+
+def _largest_layer_split(spec: ModelSpec, plan: ParallelPlan) -> int:
+    """Largest power-of-two LayerSplit group that the decode plan's identical-KV ranks and its stages allow."""
+    ranks = kv_replica_ranks(spec, decode_plan(plan))
+    fewest = min(stage_layer_counts(spec.n_layer, plan))
+    group = 1
+    while ranks % (group * 2) == 0 and group * 2 <= fewest:
+        group *= 2
+    return group
+
+
+def candidate_plans(spec: ModelSpec, context: int, concurrency: int, max_gpus: int) -> Iterator[ParallelPlan]:
+    """Plans of the search space without LayerSplit (see the module docstring), fewest devices first."""
+    moe = [layer.ffn for layer in spec.layer_kinds.values() if isinstance(layer.ffn, MoEFFN)]
+    mla = any(isinstance(layer.attention, MLAAttention) for layer in spec.layer_kinds.values())
+    plans = []
+    for tp in tp_candidates(spec, max_gpus):
+        for pp in _powers_of_two(min(spec.n_layer, max_gpus // tp)):
+            for cp in _powers_of_two(max_gpus // (tp * pp)):
+                if context % (2 * cp) and cp > 1:
+                    continue
+                for dp in _powers_of_two(min(concurrency, max_gpus // (tp * pp * cp))):
+                    shared = [False, True] if mla and moe and dp > 1 and cp == 1 else [False]
+                    for attention_dp in shared:
+                        group = tp * (dp if attention_dp else 1)
+                        for ep in sorted({1, group} if moe else {1}):
+                            values = dict(tp=tp, pp=pp, dp=dp, cp=cp, ep=ep, attention_dp=attention_dp)
+                            if cp > 1:
+                                values["cp_mode"] = "all_gather"
+                            try:
+                                plan = ParallelPlan(**values)
+                            except ValidationError:
+                                continue
+                            if _valid(spec, plan):
+                                plans.append(plan)
+    yield from sorted(plans, key=lambda p: (p.world_size, p.pp, p.cp, p.dp, p.attention_dp, p.ep))
+
+
 # ---------------------------------------------------------------------------------------------
 # Evaluation
+
+
+def _workloads(plan: ParallelPlan, kv_dtype: str, context: int, concurrency: int, chunk_size: int) -> tuple[Workload, Workload]:
+    prefill = Workload(
+        phase="prefill", context=context, chunk_size=None if plan.cp > 1 else chunk_size, kv_dtype=kv_dtype
+    )
+    decode = Workload(phase="decode", context=context, batch=concurrency, kv_dtype=kv_dtype)
+    return prefill, decode
+
+
+def plan_memory(
+    spec: ModelSpec,
+    profile: HardwareProfile,
+    plan: ParallelPlan,
+    kv_dtype: str,
+    context: int,
+    concurrency: int,
+    *,
+    chunk_size: int,
+    memory_fraction: float = DEFAULT_MEMORY_FRACTION,
+) -> Capacity:
+    """Memory of the busiest device of a searched plan: weights, prefill activation peak and decode KV.
+
+    Every replica prefills one prompt at a time, so each device counts the activation peak of
+    its place in the prefilling replica (dp rank 0). Under cp the prompt's all-gathered KV is
+    held during the prefill and counts with the activation peak.
+    """
+    prefill, decode = _workloads(plan, kv_dtype, context, concurrency, chunk_size)
+    serving = decode_plan(plan)
+    decoding: ParallelCounts = parallel_counts(spec, decode, serving)
+    prefilling: ParallelCounts = parallel_counts(spec, prefill, plan)
+    best: Capacity | None = None
+    for device in decoding.devices:
+        coords = serving.coordinates(device.rank)
+        cp_rank = coords["dp"] % plan.cp
+        source = prefilling.devices[plan.rank_of(tp=coords["tp"], cp=cp_rank, pp=coords["pp"], dp=0)]
+        activation = source.activation_bytes + (source.kv_cache_bytes if plan.cp > 1 else 0)
+        capacity = Capacity(
+            memory_bytes=profile.memory_bytes,
+            memory_fraction=memory_fraction,
+            weights_bytes=device.weights_bytes,
+            activation_peak_bytes=activation,
+            reserve_bytes=0,
+            kv_bytes_per_sequence=device.kv_cache.bytes_per_sequence,
+            batch=device.layout.batch,
+        )
+        if best is None or capacity.used_bytes > best.used_bytes:
+            best = capacity
+    assert best is not None
+    return best
 
 
 def evaluate_plan(
@@ -182,24 +318,19 @@ def evaluate_plan(
     target_tpot_s: float | None = None,
     memory_fraction: float = DEFAULT_MEMORY_FRACTION,
     overlap: float = 0.0,
-    per_device: DeviceModel = device_report,
+    per_device: DeviceModel | None = None,
+    memory: Capacity | None = None,
 ) -> PlanResult:
-    """Count, time and fit one plan (see the module docstring for what each number means)."""
-    prefill = per_device(
-        spec, Workload(phase="prefill", context=context, chunk_size=chunk_size, kv_dtype=kv_dtype), plan
-    )
-    decode = per_device(spec, Workload(phase="decode", context=context, batch=concurrency, kv_dtype=kv_dtype), plan)
-    ttft = estimate_time(prefill, profile, overlap=overlap, model=spec).ttft_s
-    tpot = estimate_time(decode, profile, overlap=overlap, model=spec).tpot_s
-    memory = Capacity(
-        memory_bytes=profile.memory_bytes,
-        memory_fraction=memory_fraction,
-        weights_bytes=decode.weights_bytes,
-        activation_peak_bytes=prefill.activation_peak_bytes,
-        reserve_bytes=0,
-        kv_bytes_per_sequence=decode.kv_cache.bytes_per_sequence,
-        batch=replica_batch(concurrency, plan.dp),
-    )
+    """Count, fit and (when it fits) time one plan (see the module docstring for what each number means)."""
+    if memory is None:
+        memory = plan_memory(
+            spec, profile, plan, kv_dtype, context, concurrency, chunk_size=chunk_size, memory_fraction=memory_fraction
+        )
+    ttft = tpot = math.nan
+    if memory.fits:
+        prefill, decode = _workloads(plan, kv_dtype, context, concurrency, chunk_size)
+        ttft = time_plan(spec, prefill, plan, profile, overlap=overlap, per_device=per_device).ttft_s
+        tpot = time_plan(spec, decode, decode_plan(plan), profile, overlap=overlap, per_device=per_device).tpot_s
     return PlanResult(
         plan=plan,
         kv_dtype=kv_dtype,
@@ -232,12 +363,16 @@ def _gib(value: float) -> str:
     return f"{value / 2**30:,.1f} GiB"
 
 
+def _devices(n: int) -> str:
+    return f"{n} device" + ("" if n == 1 else "s")
+
+
 def _memory_shortfall(results: list[PlanResult], context: int, concurrency: int, max_gpus: int) -> str:
     closest = max(results, key=lambda r: r.memory.headroom_bytes)
     memory = closest.memory
     return (
-        f"memory: no plan of up to {max_gpus} devices holds {concurrency} sequence(s) of {context:,} tokens; "
-        f"the closest ({closest.describe()}, {closest.gpus} devices) needs {_gib(memory.used_bytes)} per "
+        f"memory: no plan of up to {_devices(max_gpus)} holds {concurrency} sequence(s) of {context:,} tokens; "
+        f"the closest ({closest.describe()}, {_devices(closest.gpus)}) needs {_gib(memory.used_bytes)} on its busiest "
         f"device, {_gib(-memory.headroom_bytes)} more than the usable {_gib(memory.usable_bytes)} "
         f"({memory.memory_fraction:g} of {_gib(memory.memory_bytes)})"
     )
@@ -249,7 +384,7 @@ def _target_shortfall(fitting: list[PlanResult], metric: str, target: float) -> 
     if value <= target:
         return None
     return (
-        f"{metric.upper()}: the fastest plan that fits ({best.describe()}, {best.gpus} devices) takes {value:.4g} s, "
+        f"{metric.upper()}: the fastest plan that fits ({best.describe()}, {_devices(best.gpus)}) takes {value:.4g} s, "
         f"{value - target:.4g} s over the target {target:g} s ({value / target:.2f}x)"
     )
 
@@ -264,7 +399,7 @@ def explain_shortfall(
 ) -> list[str]:
     """Explain in one line per reason why no plan is feasible, with the gap to the closest plan."""
     if not results:
-        return [f"no plan of up to {max_gpus} devices could be evaluated: raise --max-gpus or check the model"]
+        return [f"no plan of up to {_devices(max_gpus)} could be evaluated: raise --max-gpus or check the model"]
     fitting = [r for r in results if r.memory.fits]
     if not fitting:
         return [_memory_shortfall(results, context, concurrency, max_gpus)]
@@ -296,9 +431,13 @@ def size(
     kv_dtypes: list[str] | None = None,
     memory_fraction: float = DEFAULT_MEMORY_FRACTION,
     overlap: float = 0.0,
-    per_device: DeviceModel = device_report,
+    per_device: DeviceModel | None = None,
 ) -> SizingResult:
-    """Search tp, dp and KV dtype for the fewest devices that serve ``concurrency`` sequences of ``context``."""
+    """Search plans and KV dtypes for the fewest devices that serve ``concurrency`` sequences of ``context``.
+
+    ``per_device(spec, workload, plan, rank=r)`` builds the report of rank r that is timed
+    (default: ``ctxsim.time.device_report``).
+    """
     spec = load_model(model) if isinstance(model, str) else model
     profile = load_hardware(hardware) if isinstance(hardware, str) else hardware
     if concurrency < 1 or max_gpus < 1:
@@ -311,21 +450,30 @@ def size(
     for dtype in dtypes:
         check_kv_dtype(spec, dtype)
 
+    options = dict(
+        chunk_size=chunk_size, target_ttft_s=target_ttft_s, target_tpot_s=target_tpot_s,
+        memory_fraction=memory_fraction, overlap=overlap, per_device=per_device,
+    )
+    usable = profile.memory_bytes * memory_fraction
+    # Smallest KV first: when a dtype does not fit, the larger ones are skipped.
+    # NOTE: this assumes that a larger KV record never needs less memory (KV and KV buffers grow with it).
+    dtypes = sorted(dtypes, key=spec.kv_bytes_per_token)
+    all_weights = parallel_counts(spec, Workload(context=1, phase="decode"), ParallelPlan()).devices[0].weights_bytes
     results: list[PlanResult] = []
-    for tp in tp_candidates(spec, max_gpus):
-        for dp in _powers_of_two(min(concurrency, max_gpus // tp)):
-            plan = ParallelPlan(tp=tp, dp=dp)
-            for dtype in dtypes:
-                try:
-                    result = evaluate_plan(
-                        spec, profile, plan, dtype, context, concurrency,
-                        chunk_size=chunk_size, target_ttft_s=target_ttft_s, target_tpot_s=target_tpot_s,
-                        memory_fraction=memory_fraction, overlap=overlap, per_device=per_device,
-                    )
-                except SpecError:
-                    # A tp group larger than one node on a device without scale-out cannot run.
-                    continue
-                results.append(result)
+    too_large: list[ParallelPlan] = []
+    for plan in candidate_plans(spec, context, concurrency, max_gpus):
+        # A replica's tp x pp devices share the weights, so one of them keeps at least this much.
+        if all_weights / (plan.tp * plan.pp) > usable:
+            too_large.append(plan)
+            continue
+        for dtype in dtypes:
+            fitted = _evaluate_with_layer_split(spec, profile, plan, dtype, context, concurrency, options, results)
+            if not fitted:
+                break
+    if too_large and not any(r.memory.fits for r in results):
+        # Nothing fits: count the plans skipped above too, so that the shortfall names the closest one.
+        for plan in too_large:
+            _evaluate_with_layer_split(spec, profile, plan, dtypes[0], context, concurrency, options, results)
 
     feasible = [r for r in results if r.feasible]
     plans = pareto_front(feasible)
@@ -344,3 +492,41 @@ def size(
         evaluated=results,
         shortfall=shortfall,
     )
+
+
+def _evaluate(
+    spec: ModelSpec, profile: HardwareProfile, plan: ParallelPlan, dtype: str, context: int, concurrency: int,
+    options: dict[str, Any],
+) -> PlanResult | None:
+    """Evaluate one candidate; None when it cannot run (a group beyond one node without scale-out)."""
+    try:
+        return evaluate_plan(spec, profile, plan, dtype, context, concurrency, **options)
+    except SpecError:
+        return None
+
+
+def _evaluate_with_layer_split(
+    spec: ModelSpec, profile: HardwareProfile, plan: ParallelPlan, dtype: str, context: int, concurrency: int,
+    options: dict[str, Any], results: list[PlanResult],
+) -> bool:
+    """Evaluate a candidate, and its largest LayerSplit when it does not fit; return whether one fits.
+
+    LayerSplit is tried only when the weights and activations alone fit, because it shrinks the
+    KV cache and nothing else.
+    """
+    result = _evaluate(spec, profile, plan, dtype, context, concurrency, options)
+    if result is None:
+        return False
+    results.append(result)
+    memory = result.memory
+    if memory.fits:
+        return True
+    split = _largest_layer_split(spec, plan)
+    if split == 1 or memory.weights_bytes + memory.activation_peak_bytes > memory.usable_bytes:
+        return False
+    split_plan = ParallelPlan(**{**plan.model_dump(), "layer_split": split})
+    more = _evaluate(spec, profile, split_plan, dtype, context, concurrency, options)
+    if more is None:
+        return False
+    results.append(more)
+    return more.memory.fits
