@@ -102,7 +102,7 @@ class TimeReport:
     """Estimated times of one CostReport or one plan on one hardware profile (estimates, not measurements).
 
     ``batch`` is the sequences of the busiest data-parallel replica. With a plan timed per
-    device (``ctxsim.time.time_plan``), ``ops`` holds the ops of each stage's slowest device,
+    device (``ctxsim.time.time_plan``), ``ops`` contains the ops of each stage's slowest device,
     each with its ``stage``, and ``stages`` the time of every stage.
     """
 
@@ -216,6 +216,7 @@ def pipeline_prefill_s(stage_s: Sequence[Number], forwards: Number) -> Number:
     the one before. With pp equal stages of time t this is t (m + pp - 1) / m for m chunks,
     the stage time over 1 - bubble, where the bubble (pp - 1) / (m + pp - 1) is the idle share
     of the stage time slots.
+    NOTE: chunks count as equal, although later chunks attend to more keys and take longer.
     """
     per_chunk = [s / forwards for s in stage_s]
     return sum(per_chunk) + (forwards - 1) * _slowest(per_chunk)
@@ -224,9 +225,9 @@ def pipeline_prefill_s(stage_s: Sequence[Number], forwards: Number) -> Number:
 def pipeline_decode_s(stage_s: Sequence[Number], micro_batches: int) -> Number:
     """Time between two tokens of one sequence when ``micro_batches`` micro-batches cycle through the stages.
 
-    A micro-batch cannot start its next step before its previous one has left the last stage
-    (the sum of the stage times), and the slowest stage serves every micro-batch once per step
-    (``micro_batches`` times its time); the larger of the two sets the pace.
+    A micro-batch cannot start its next step before its previous one has left the last stage,
+    which takes the sum of the stage times. The slowest stage serves every micro-batch once per
+    step, which takes ``micro_batches`` times its time. The larger of the two sets the pace.
     """
     return maximum(sum(stage_s), micro_batches * _slowest(stage_s))
 
@@ -323,12 +324,12 @@ def time_ops(
 
 
 def is_device_report(report: CostReport) -> bool:
-    """Return whether ``report`` holds one device of a plan (``ctxsim.time.device_report``)."""
+    """Return whether ``report`` counts one device of a plan (``ctxsim.time.device_report``)."""
     return "rank" in report.extras and "parallel" in report.extras and isinstance(report.plan, ParallelPlan)
 
 
 def deployment_workload(report: CostReport) -> Any:
-    """The whole deployment's workload of a per-device report (its batch summed over the dp ranks)."""
+    """Return the whole deployment's workload of a per-device report (its batch summed over the dp ranks)."""
     plan = report.plan
     counts = report.extras["parallel"]
     batch = sum(counts.devices[plan.rank_of(dp=d)].layout.batch for d in range(plan.dp))
