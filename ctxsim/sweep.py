@@ -5,11 +5,13 @@ Each row is one point. Counts (FLOPs, bytes, KV memory, weights, activation peak
 at once, so large grids are cheap. With ``hardware``, times come from the public time API
 (``ctxsim.estimate_time``) on one op-level report over all contexts per batch.
 
-With ``plans``, every count and time is that of one device. Plans of tp and dp are counted as
-``ctxsim.time.device_report`` counts them, which is what the time model times. Other plans
-(pp, ep, cp, attention_dp, layer_split) take the busiest device of
-``ctxsim.counts.parallel.device_report``, one report per point (a few ms each). NOTE: such
-plans get NaN times here; ``ctxsim.time.time_plan`` times them stage by stage, one point at a time.
+With ``plans``, every count is that of one device, the one that needs the most memory
+(``ctxsim.time.device_report``), and every time is that of the whole plan, as
+``ctxsim.time.time_plan`` and ``ctxsim estimate --hardware`` give it. Plans of tp and dp keep
+the vectorised path above: their counts are traced totals of the tp-sharded model, and one
+report per batch over all contexts is timed. Any other plan (pp, ep, cp, attention_dp,
+layer_split) is counted and timed one point at a time (a few ms each), because the per-device
+counts of ``ctxsim.counts.parallel`` take one integer context.
 
 pandas is imported inside ``sweep``, so ``import ctxsim`` does not load it.
 """
@@ -17,7 +19,6 @@ pandas is imported inside ``sweep``, so ``import ctxsim`` does not load it.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 import re
 from pathlib import Path
@@ -28,7 +29,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from ctxsim.counts.estimate import estimate
-from ctxsim.counts.parallel import device_report as parallel_device_report
+from ctxsim.counts.parallel import ParallelCounts, parallel_counts
 from ctxsim.counts.report import OP_KINDS, CostReport
 from ctxsim.counts.totals import QUANTITIES, Totals, kind_columns, kv_columns
 from ctxsim.spec.errors import SpecError, format_validation_error
@@ -40,11 +41,10 @@ from ctxsim.spec.workload import Workload
 from ctxsim.time.capacity import DEFAULT_MEMORY_FRACTION
 from ctxsim.time.phases import TimeReport, estimate_time
 from ctxsim.time.placement import device_report, replica_batch, shard_model, traced_collectives
+from ctxsim.time.stages import time_plan
 
 if TYPE_CHECKING:
     import pandas as pd
-
-log = logging.getLogger(__name__)
 
 DEFAULT_POINTS = 100
 PHASES = ("prefill", "decode")
@@ -186,10 +186,9 @@ def plan_label(plan: ParallelPlan) -> str:
 class _Case:
     """One model on one plan (or on one device), and the per-device model that counts it.
 
-    Plans of tp and dp only are counted as ``ctxsim.time.device_report`` counts them (the model
-    sharded over tp, ceil(batch / dp) sequences per replica, two all-reduces of the activations
-    per layer when tp > 1), which is also what the time model times. Any other plan is counted
-    on the busiest device of ``ctxsim.counts.parallel.device_report``, one point at a time.
+    Plans of tp and dp only are counted on the tp-sharded model with ceil(batch / dp) sequences
+    per replica plus the tp collectives, as traced totals over the grid. Those equal
+    ``ctxsim.time.device_report``, which counts any other plan one point at a time.
     """
 
     spec: ModelSpec
@@ -231,9 +230,32 @@ class _Case:
         """Return the public per-device report at one point, which the sweep reproduces."""
         if self.plan is None:
             return estimate(self.spec, workload)
-        if self.tp_dp_only:
-            return device_report(self.spec, workload, self.plan)
-        return parallel_device_report(self.spec, workload, self.plan)
+        return device_report(self.spec, workload, self.plan)
+
+
+class _PointReports:
+    """Per-device reports of one plan at one point, each counted once.
+
+    The count columns take the busiest device's report and ``time_plan`` (through its
+    ``per_device`` hook) the report of each stage's slowest device, for every hardware profile.
+    Both share one ``parallel_counts`` per workload: the point's own, and the per-phase workloads
+    that ``time_plan`` builds when pp > 1 decodes in micro-batches.
+    """
+
+    def __init__(self) -> None:
+        self.counts: dict[Workload, ParallelCounts] = {}
+        self.reports: dict[tuple[Workload, int], CostReport] = {}
+
+    def __call__(self, spec: ModelSpec, workload: Workload, plan: ParallelPlan, rank: int | None = None) -> CostReport:
+        """Return the report of ``rank`` (default: the busiest device), as ``ctxsim.time.device_report``."""
+        if workload not in self.counts:
+            self.counts[workload] = parallel_counts(spec, workload, plan)
+        counts = self.counts[workload]
+        # Name the busiest device by its rank, so that its report is shared with time_plan's.
+        rank = counts.busiest().rank if rank is None else rank
+        if (workload, rank) not in self.reports:
+            self.reports[workload, rank] = device_report(spec, workload, plan, rank=rank, counts=counts)
+        return self.reports[workload, rank]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -261,10 +283,28 @@ def _report_values(report: CostReport) -> dict[str, int]:
     return out
 
 
-def _case_counts(case: _Case, template: Workload, contexts: np.ndarray, batches: np.ndarray, by_kind: bool) -> dict[str, np.ndarray]:
-    """Per-device counts on the grid: traced totals for tp/dp plans, else one report per point."""
+CaseValues = tuple[dict[str, np.ndarray], list[dict[str, np.ndarray] | None]]
+
+
+def _case_values(
+    case: _Case,
+    template: Workload,
+    contexts: np.ndarray,
+    batches: np.ndarray,
+    profiles: list[HardwareProfile | None],
+    by_kind: bool,
+    overlap: float,
+) -> CaseValues:
+    """Count one case on the grid and time it on each profile (None where the profile is None)."""
     if not case.tp_dp_only:
-        return _counts_point_by_point(case, template, contexts, batches, by_kind)
+        return _values_point_by_point(case, template, contexts, batches, profiles, by_kind, overlap)
+    counts = _traced_counts(case, template, contexts, batches, by_kind)
+    times = [None if p is None else _traced_times(case, template, contexts, batches, p, overlap) for p in profiles]
+    return counts, times
+
+
+def _traced_counts(case: _Case, template: Workload, contexts: np.ndarray, batches: np.ndarray, by_kind: bool) -> dict[str, np.ndarray]:
+    """Per-device counts of a tp/dp plan (or one device) on the whole grid, from traced totals."""
     totals = Totals(case.device_spec, template, by_kind=by_kind, extra_ops=case.extra_ops(template))
 
     # The traced totals are tested against estimate and device_report; this check at the
@@ -285,23 +325,62 @@ def _case_counts(case: _Case, template: Workload, contexts: np.ndarray, batches:
     return _add_memory(values)
 
 
-def _counts_point_by_point(
-    case: _Case, template: Workload, contexts: np.ndarray, batches: np.ndarray, by_kind: bool
+def _traced_times(
+    case: _Case, template: Workload, contexts: np.ndarray, batches: np.ndarray, profile: HardwareProfile, overlap: float
 ) -> dict[str, np.ndarray]:
+    """TTFT, TPOT, tokens per second and time per op kind of a tp/dp plan, one report per batch over all contexts.
+
+    ``estimate_time`` takes a report over a context array and gives array times. For a plan of
+    tp and dp this equals ``time_plan``, which times dp rank 0 (the most sequences) alone.
+    """
     shape = (contexts.size, batches.size)
     out: dict[str, np.ndarray] = {}
+    for j, b in enumerate(batches):
+        report = case.report_over(template.model_copy(update={"batch": int(b)}), contexts)
+        times = estimate_time(report, profile, overlap=overlap, n_devices=case.n_devices, total_batch=int(b))
+        _store_times(out, shape, slice(None), j, times, _phases(template))
+    return out
+
+
+def _values_point_by_point(
+    case: _Case,
+    template: Workload,
+    contexts: np.ndarray,
+    batches: np.ndarray,
+    profiles: list[HardwareProfile | None],
+    by_kind: bool,
+    overlap: float,
+) -> CaseValues:
+    """Count and time a plan beyond tp and dp at each point, with the same calls as ``ctxsim estimate --hardware``.
+
+    Counts are the busiest device's ``device_report``; times are ``time_plan`` of the whole plan
+    on each profile. Each point's per-device reports are shared by the two and freed after it.
+    """
+    shape = (contexts.size, batches.size)
+    counts: dict[str, np.ndarray] = {}
+    times: list[dict[str, np.ndarray] | None] = [None if p is None else {} for p in profiles]
     for i, n in enumerate(contexts):
         for j, b in enumerate(batches):
-            report = case.reference(template.model_copy(update={"context": int(n), "batch": int(b)}))
+            workload = template.model_copy(update={"context": int(n), "batch": int(b)})
+            reports = _PointReports()
+            report = reports(case.spec, workload, case.plan)
             values = _report_values(report)
             values["batch_per_replica"] = report.workload.batch
             for name, value in values.items():
                 if not by_kind and name not in _TOTALS_ONLY and name.endswith(("_flops", "_bytes_moved")):
                     continue
-                if name not in out:
-                    out[name] = np.zeros(shape)
-                out[name][i, j] = value
-    return _add_memory(out)
+                if name not in counts:
+                    counts[name] = np.zeros(shape)
+                counts[name][i, j] = value
+            for profile, out in zip(profiles, times):
+                if profile is None:
+                    continue
+                plan_times = time_plan(
+                    case.spec, workload, case.plan, profile,
+                    overlap=overlap, n_devices=case.n_devices, total_batch=int(b), per_device=reports,
+                )
+                _store_times(out, shape, i, j, plan_times, _phases(template))
+    return _add_memory(counts), times
 
 
 def _add_memory(values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -314,33 +393,18 @@ def _add_memory(values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 _TOTALS_ONLY = {f"{phase}_{q}" for phase in PHASES for q in QUANTITIES}
 
 
-def _case_times(
-    case: _Case, template: Workload, contexts: np.ndarray, batches: np.ndarray, profile: HardwareProfile, overlap: float
-) -> dict[str, np.ndarray]:
-    """TTFT, TPOT, tokens per second and time per op kind, from the public time API."""
-    shape = (contexts.size, batches.size)
-    phases = PHASES if template.phase == "both" else (template.phase,)
-    out: dict[str, np.ndarray] = {}
-    if not case.tp_dp_only:
-        log.warning("no times for plan %s of %s: time it with ctxsim.time.time_plan", plan_label(case.plan), case.spec.name)
-        for name in _TIME_TOTALS:
-            out[name] = np.full(shape, np.nan)
-        return out
-    # One report over all contexts per batch: estimate_time takes array counts.
-    for j, b in enumerate(batches):
-        report = case.report_over(template.model_copy(update={"batch": int(b)}), contexts)
-        times = estimate_time(report, profile, overlap=overlap, n_devices=case.n_devices, total_batch=int(b))
-        _store_times(out, shape, slice(None), j, times, phases)
-    return out
-
-
-_TIME_TOTALS = ("ttft_s", "tpot_s", "tokens_per_s", "tokens_per_s_per_device")
+def _phases(template: Workload) -> tuple[str, ...]:
+    return PHASES if template.phase == "both" else (template.phase,)
 
 
 def _store_times(
     out: dict[str, np.ndarray], shape: tuple[int, int], i: int | slice, j: int, times: TimeReport, phases: Iterable[str]
 ) -> None:
-    """Write the times at row(s) ``i`` and column ``j`` into the grids of ``out``, adding a grid for each new name."""
+    """Write the times at row(s) ``i`` and column ``j`` into the grids of ``out``, adding a grid for each new name.
+
+    A per-kind column sums that kind's op times over the stages' timed devices, so with pp
+    stages or overlap the kinds do not add up to TTFT or TPOT.
+    """
     values: dict[str, float] = {}
     if times.prefill is not None:
         values["ttft_s"] = times.ttft_s
@@ -431,13 +495,15 @@ def sweep(
       ``kv_bytes_per_device``, ``weights_bytes``, ``activation_peak_bytes``,
       ``memory_bytes_per_device`` (weights + activation peak + KV of the device's batch).
     - with hardware (estimates): ``ttft_s``, ``tpot_s``, ``tokens_per_s`` (all replicas),
-      ``tokens_per_s_per_device``, ``{phase}_{kind}_s`` (time of the op kinds the ops have),
-      ``device_memory_bytes``
+      ``tokens_per_s_per_device``, ``{phase}_{kind}_s`` (time of the op kinds the ops have,
+      summed over the pipeline stages), ``device_memory_bytes``
       and ``memory_fits`` (memory_bytes_per_device within memory_fraction of it).
 
     Counts are float64, within 1e-12 relative of the exact ints of ``estimate``. With plans,
-    counts and times are those of one device, and plans beyond tp and dp have NaN times (see
-    the module docstring).
+    counts and memory are those of the device that needs the most memory, and times are those
+    of the whole plan (``ctxsim.time.time_plan``: each pipeline stage timed on its slowest
+    device, TTFT and TPOT through the pipeline), for every plan. Plans of tp and dp are
+    vectorised over the grid; others cost a few ms per point (see the module docstring).
     """
     import pandas as pd
 
@@ -456,7 +522,7 @@ def sweep(
     if not 0.0 < memory_fraction <= 1.0:
         raise SpecError(f"invalid memory_fraction {memory_fraction}: use a share of device memory in (0, 1]")
     template = _template(workload_options, grid, batch_values)
-    phases = PHASES if template.phase == "both" else (template.phase,)
+    phases = _phases(template)
 
     categories = {
         "model": list(dict.fromkeys(spec.name for spec in specs)),
@@ -467,16 +533,16 @@ def sweep(
     for spec in specs:
         for plan in plan_list:
             case = _Case(spec, plan)
-            counts = _case_counts(case, template, grid, batch_values, by_kind)
+            counts, times = _case_values(case, template, grid, batch_values, profiles, by_kind, overlap)
             local_batch = counts.pop("batch_per_replica")
-            for profile in profiles:
+            for profile, profile_times in zip(profiles, times):
                 ids = _id_columns(categories, spec, plan, profile, grid, batch_values, local_batch, template)
                 values = dict(counts)
                 if profile is not None:
-                    values.update(_case_times(case, template, grid, batch_values, profile, overlap))
+                    values.update(profile_times)
                     values["device_memory_bytes"] = np.full(counts["weights_bytes"].shape, float(profile.memory_bytes))
                     values["memory_fits"] = counts["memory_bytes_per_device"] <= memory_fraction * profile.memory_bytes
-                blocks.append((ids, values, case.tp_dp_only))
+                blocks.append((ids, values, profile is not None))
     return _frame(blocks, phases)
 
 
@@ -513,7 +579,7 @@ def _frame(blocks: list[tuple[dict[str, Any], dict[str, np.ndarray], bool]], pha
     """Join the blocks into one DataFrame with the same columns in each.
 
     A column that a block lacks is 0 (the block's ops have no op of that kind), except the
-    times of a plan that the time model does not place, which are NaN.
+    times of a block without hardware (None in a list of profiles), which are NaN.
     """
     import pandas as pd
 

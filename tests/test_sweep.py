@@ -1,5 +1,6 @@
 """ctxsim.sweep: the DataFrame equals a loop of scalar estimates, point by point, to 1e-12."""
 
+import json
 import subprocess
 import sys
 import zlib
@@ -11,8 +12,9 @@ import ctxsim
 from ctxsim.counts.report import OP_KINDS
 from ctxsim.spec import ParallelPlan, SpecError, Workload
 from ctxsim.counts.parallel import device_report as parallel_device_report
+from ctxsim.cli.main import main
 from ctxsim.sweep import parse_plan, plan_label
-from ctxsim.time import device_report
+from ctxsim.time import device_report, time_plan
 
 REL = 1e-12
 
@@ -212,8 +214,93 @@ def test_sweep_other_plans_equal_parallel_report(plan):
         return expected_counts(parallel_device_report(spec, workload, parallel))
 
     assert_rows_match(frame, expected_at)
-    assert frame["tpot_s"].isna().all()
-    assert frame["ttft_s"].isna().all()
+
+
+# Plans beyond tp and dp, timed point by point: (model, plan, workload options, contexts, batches).
+# Chunked prefills give the pipeline several passes; batch 4 on pp 2 decodes as 2 micro-batches.
+TIMED_PLANS = {
+    "pp": ("glm-5.2", "tp=4,pp=2", {"chunk_size": 8192}, [4096, 100_000], [1, 4]),
+    "pp_dp": ("qwen3-32b", "tp=2,pp=4,dp=2", {"chunk_size": 4096}, [8192, 65_536], [3, 8]),
+    "ep_attention_dp": ("glm-5.2", "tp=2,dp=2,ep=4,attention_dp=true", {}, [4096, 100_000], [4, 9]),
+    "ep_tp": ("gpt-oss-20b", "tp=4,ep=4", {}, [4096, 100_000], [2]),
+    "cp_ring": ("qwen3-32b", "tp=4,cp=2", {"phase": "prefill"}, [4096, 65_536], [1, 2]),
+    "cp_all_gather": ("glm-5.2", "tp=8,cp=2,cp_mode=all_gather,cp_sharding=contiguous", {"phase": "prefill"}, [8192, 131_072], [1]),
+    "layer_split": ("glm-5.2", "tp=8,layer_split=8", {"chunk_size": 8192}, [4096, 100_000], [2]),
+    "layer_split_pp": ("glm-5.2", "tp=8,pp=2,layer_split=4", {}, [4096, 100_000], [1, 4]),
+    "tp_dp": ("glm-5.2", "tp=8,dp=2", {}, [4096, 100_000], [3, 16]),
+}
+
+
+def expected_times(times, phases):
+    """Sweep time columns, read from the TimeReport of one point."""
+    out = {}
+    if "prefill" in phases:
+        out["ttft_s"] = times.ttft_s
+    if "decode" in phases:
+        out["tpot_s"] = times.tpot_s
+        out["tokens_per_s"] = times.tokens_per_s
+        out["tokens_per_s_per_device"] = times.tokens_per_s_per_device
+    for phase in phases:
+        for kind in OP_KINDS:
+            out[f"{phase}_{kind}_s"] = sum((t.total_s for t in times.phase_ops(phase) if t.kind == kind), 0.0)
+    return out
+
+
+@pytest.mark.parametrize("case", sorted(TIMED_PLANS))
+def test_sweep_plan_times_equal_time_plan(case):
+    name, plan, options, contexts, batches = TIMED_PLANS[case]
+    spec = ctxsim.load_model(name)
+    parallel = parse_plan(plan)
+    frame = ctxsim.sweep(spec, contexts, batches=batches, plans=plan, hardware="h200", overlap=0.25, **options)
+    phases = ("prefill", "decode") if options.get("phase", "both") == "both" else (options["phase"],)
+    assert len(frame) == len(contexts) * len(batches)
+    for row in frame.itertuples(index=False):
+        workload = Workload(context=int(row.context_tokens), batch=int(row.batch), **options)
+        times = time_plan(spec, workload, parallel, "h200", overlap=0.25)
+        for column, value in expected_times(times, phases).items():
+            point = (column, row.context_tokens, row.batch)
+            if column in frame.columns:
+                assert close(getattr(row, column), value), point
+            else:
+                assert value == 0, point
+
+
+@pytest.mark.parametrize(
+    ("name", "plan", "options"),
+    [
+        ("qwen3-32b", "tp=2,pp=4,dp=2", {"chunk_size": 4096}),
+        ("qwen3-32b", "tp=4,cp=2", {"phase": "prefill"}),
+        ("deepseek-v3.2", "tp=8,layer_split=8", {}),
+    ],
+)
+def test_sweep_plan_memory_fits_equal_capacity(name, plan, options):
+    spec = ctxsim.load_model(name)
+    parallel = parse_plan(plan)
+    # 4,096 tokens fit on each H200 under these plans; 8 M tokens do not.
+    frame = ctxsim.sweep(spec, [4096, 8 * 2**20], batches=2, plans=plan, hardware="h200", **options)
+    fits = []
+    for row in frame.itertuples(index=False):
+        workload = Workload(context=int(row.context_tokens), batch=int(row.batch), **options)
+        fits.append(ctxsim.capacity_from_report(device_report(spec, workload, parallel), "h200").fits)
+    assert list(frame["memory_fits"]) == fits
+    assert fits == [True, False]
+
+
+def test_sweep_pp_equals_estimate_cli(capsys):
+    frame = ctxsim.sweep("llama-3.1-8b", [4096], batches=2, plans="tp=2,pp=2", hardware="h100-sxm", chunk_size=1024)
+    flags = ["--context", "4096", "--batch", "2", "--chunk-size", "1024", "--tp", "2", "--pp", "2"]
+    assert main(["estimate", "--model", "llama-3.1-8b", *flags, "--hardware", "h100-sxm", "--json"]) == 0
+    cli_json = json.loads(capsys.readouterr().out)
+    for column in ("ttft_s", "tpot_s", "tokens_per_s", "tokens_per_s_per_device"):
+        assert close(frame[column].iloc[0], cli_json["time"][column]), column
+    assert bool(frame["memory_fits"].iloc[0]) == cli_json["memory"]["fits"]
+
+
+def test_sweep_times_nan_without_hardware():
+    # None in a list of profiles is a block without times, next to a timed one.
+    frame = ctxsim.sweep("glm-5.2", [4096], plans="tp=8,pp=2", hardware=[None, "h200"], by_kind=False)
+    assert frame["ttft_s"].isna().tolist() == [True, False]
+    assert frame["tpot_s"].isna().tolist() == [True, False]
 
 
 def test_sweep_plan_label_round_trip():
