@@ -4,7 +4,9 @@ import json
 
 import pytest
 
+import ctxsim
 from ctxsim.cli.main import main
+from ctxsim.time import time_plan
 
 
 def _estimate(*flags: str) -> list[str]:
@@ -49,9 +51,18 @@ def test_estimate_pp_layers_parse_error(capsys):
     assert "invalid layer counts" in capsys.readouterr().err
 
 
-def test_estimate_hardware_rejects_pp(capsys):
-    assert main(_estimate("--pp", "2", "--hardware", "h100-sxm")) == 2
-    assert "time tp and dp plans only" in capsys.readouterr().err
+def test_estimate_hardware_times_pp(capsys):
+    assert main(_estimate("--pp", "2", "--hardware", "h100-sxm", "--json")) == 0
+    timed = json.loads(capsys.readouterr().out)["time"]
+    expected = time_plan(
+        ctxsim.load_model("llama-3.1-8b"), ctxsim.Workload(context=4096), ctxsim.ParallelPlan(pp=2), "h100-sxm"
+    )
+    assert timed["ttft_s"] == pytest.approx(expected.ttft_s, rel=1e-12)
+    assert timed["tpot_s"] == pytest.approx(expected.tpot_s, rel=1e-12)
+    # One prefill pass and one decode sequence: both cross stage 0 and then stage 1.
+    assert timed["ttft_s"] == pytest.approx(sum(timed["prefill"]["stage_s"]), rel=1e-12)
+    assert timed["tpot_s"] == pytest.approx(sum(timed["decode"]["stage_s"]), rel=1e-12)
+    assert len(timed["stages"]) == 2
 
 
 def test_verify_suite_sizes(capsys):
