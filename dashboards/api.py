@@ -23,7 +23,7 @@ import ctxsim
 from ctxsim.spec import ModelSpec, SpecError, Workload
 from ctxsim.spec.errors import format_validation_error
 from ctxsim.spec.variants import selection_pattern, with_kv_heads, with_selection
-from ctxsim.time import device_report, shard_model
+from ctxsim.time import device_report, max_context_for_plan, plan_max_sequences, time_plan
 
 from dashboards.export import to_yaml
 
@@ -262,23 +262,23 @@ def deployment(
     profile: ctxsim.HardwareProfile,
     memory_fraction: float,
     overlap: float,
-) -> tuple[ctxsim.CostReport, object, ctxsim.TimeReport, int]:
-    """Count one device of ``plan``, time it, and fit it in memory, as ``ctxsim estimate --hardware`` does.
+) -> tuple[ctxsim.CostReport, object, ctxsim.TimeReport, int, int]:
+    """Count, time and fit every device of ``plan``, as ``ctxsim estimate --hardware`` does.
 
     ``workload.batch`` is the whole deployment's batch; each data-parallel replica runs its share.
-    Returns the per-device CostReport (``ctxsim.time.device_report``), its Capacity, the
-    TimeReport, and the longest context at which a replica's sequences fit
-    (``ctxsim.max_context_for`` on the tensor-parallel shard).
+    Returns the per-device CostReport of the device that needs the most memory
+    (``ctxsim.time.device_report``) and its Capacity, the TimeReport of the whole plan
+    (``ctxsim.time.time_plan``: each pipeline stage on its slowest device), the sequences each
+    replica can hold (``plan_max_sequences``, the fewest over the devices), and the longest
+    context at which every device holds its share of the batch (``max_context_for_plan``).
     Raises SpecError for a plan the per-device model cannot count.
     """
     report = device_report(spec, workload, plan)
-    times = ctxsim.estimate_time(report, profile, overlap=overlap, total_batch=workload.batch, model=spec)
+    times = time_plan(spec, workload, plan, profile, overlap=overlap)
     capacity = ctxsim.capacity_from_report(report, profile, memory_fraction=memory_fraction)
-    local = workload.model_copy(update={"batch": report.workload.batch})
-    longest = ctxsim.max_context_for(
-        shard_model(spec, plan.tp), local, profile, concurrency=local.batch, memory_fraction=memory_fraction
-    )
-    return report, capacity, times, longest
+    max_sequences = plan_max_sequences(report.extras["parallel"], profile, memory_fraction=memory_fraction)
+    longest = max_context_for_plan(spec, workload, plan, profile, memory_fraction=memory_fraction)
+    return report, capacity, times, max_sequences, longest
 
 
 @st.cache_data(show_spinner=False)
@@ -293,8 +293,8 @@ def deployment_sweep(
 ) -> pd.DataFrame:
     """``ctxsim.sweep`` of one deployment over ``contexts`` (``workload.context`` is ignored).
 
-    One row per context, per device: ``ttft_s``, ``tpot_s`` and ``tokens_per_s`` (NaN for plans
-    the time model does not place), ``memory_bytes_per_device`` and ``memory_fits``.
+    One row per context: ``ttft_s``, ``tpot_s`` and ``tokens_per_s`` of the whole plan, and
+    ``memory_bytes_per_device`` and ``memory_fits`` of the device that needs the most memory.
     """
     options = workload.model_dump(exclude={"context", "batch"})
     return ctxsim.sweep(

@@ -9,7 +9,7 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 
 import ctxsim  # noqa: E402
 from ctxsim.cli.common import human_bytes, human_seconds  # noqa: E402
-from ctxsim.time import device_report, shard_model  # noqa: E402
+from ctxsim.time import device_report, max_context_for_plan, plan_max_sequences, shard_model, time_plan  # noqa: E402
 from dashboards import api  # noqa: E402
 from dashboards.inputs import format_tokens  # noqa: E402
 
@@ -79,8 +79,7 @@ def test_deploy_plan_mismatch_shows_error():
 
 def test_deploy_pipeline_memory_per_device():
     at = _run(tp=4, pp=2)
-    # The time model covers tp and dp only, so the page warns and still shows memory.
-    assert any("pp=2 is not modelled" in w.value for w in at.warning)
+    assert not at.warning
     plan = ctxsim.ParallelPlan(tp=4, pp=2)
     workload = ctxsim.Workload(context=131072, chunk_size=8192)
     parallel = ctxsim.estimate("deepseek-v3.2", workload, plan).extras["parallel"]
@@ -90,6 +89,41 @@ def test_deploy_pipeline_memory_per_device():
         assert devices.loc[device.rank, "memory_bytes"] == device.memory_bytes
     # DeepSeek-V3.2 has 61 layers: the first stage gets 31 (61 % 2 = 1 extra), the second 30.
     assert sorted(set(devices["kv_layers"])) == [30, 31]
+
+
+def test_deploy_pipeline_times_match_time_plan():
+    at = _run(tp=4, pp=2)
+    spec = ctxsim.load_model("deepseek-v3.2")
+    plan = ctxsim.ParallelPlan(tp=4, pp=2)
+    workload = ctxsim.Workload(context=131072, chunk_size=8192)
+    times = time_plan(spec, workload, plan, "h200")
+    metrics = _metrics(at)
+    assert metrics["TTFT"] == human_seconds(times.ttft_s)
+    assert metrics["TPOT"] == human_seconds(times.tpot_s)
+    counts = ctxsim.estimate(spec, workload, plan).extras["parallel"]
+    assert metrics["max concurrency"] == f"{plan_max_sequences(counts, 'h200'):,}"
+    longest = max_context_for_plan(spec, workload, plan, "h200")
+    assert metrics["max context (1 seq per replica)"] == format_tokens(longest)
+    stages = _table(at, "prefill_rank")
+    # Each stage is timed on its tp rank 0: rank 0 for stage 0 and rank 4 for stage 1.
+    assert list(stages["prefill_rank"]) == [0, 4]
+    assert list(stages["decode_s"]) == [s.decode_s for s in times.stages]
+    phases = _table(at, "hidden_communication_s").set_index("phase")
+    assert phases.loc["prefill", "time_s"] == times.ttft_s
+
+
+def test_deploy_pipeline_sweep_has_times():
+    at = _run(tp=4, pp=2, time_points=10)
+    shown = _table(at, "memory_bytes_per_device")
+    assert shown["ttft_s"].notna().all()
+    assert shown["tpot_s"].notna().all()
+
+
+def test_deploy_context_parallel_shows_error():
+    # The page times prefill and decode together, and cp splits a prefill only.
+    at = _run(tp=4, cp=2, cp_mode="all_gather")
+    assert any("decode with cp is not modelled" in e.value for e in at.error)
+    assert not at.metric
 
 
 def test_deploy_invalid_plan_shows_error():

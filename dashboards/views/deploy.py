@@ -4,7 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from ctxsim.cli.common import human_bytes, human_count, human_seconds
-from ctxsim.spec import SpecError, Workload
+from ctxsim.spec import Workload
 
 from dashboards import api, export, inputs
 from dashboards.charts import BarChart, LineChart, Marker
@@ -44,13 +44,9 @@ with export.stop_on_bad_input():
     workload = Workload(context=context, chunk_size=int(chunk_size) or None, **workload_args)
     # Per-device memory and traffic of every rank; an invalid plan for this model raises SpecError.
     parallel = api.point(spec, workload, plan).extras["parallel"]
-
-# Times come from the time model's per-device model, which covers tp and dp only so far.
-try:
-    report, capacity, times, longest = api.deployment(spec, workload, plan, profile, memory_fraction, overlap)
-except SpecError as err:
-    report = capacity = times = longest = None
-    timing_gap = str(err)
+    report, capacity, times, max_sequences, longest = api.deployment(
+        spec, workload, plan, profile, memory_fraction, overlap
+    )
 
 st.subheader(f"{spec.name} on {devices} x {profile.name} at {inputs.format_tokens(context)} tokens, batch {workload.batch}")
 busiest = parallel.busiest()
@@ -62,22 +58,18 @@ if busiest.memory_bytes > usable:
         "Add devices, shard more, or shorten the context."
     )
 
-if times is None:
-    st.warning(f"No times for this plan: {timing_gap}")
-    columns = st.columns(3)
-else:
-    st.caption(
-        f"Times are estimates from the {profile.name} profile ({times.provenance}, confidence {times.confidence}); "
-        f"each of the {plan.dp} replica(s) runs {capacity.batch} sequence(s)."
-    )
-    columns = st.columns(6)
-    columns[3].metric("TTFT", human_seconds(times.ttft_s))
-    columns[4].metric("TPOT", human_seconds(times.tpot_s))
-    columns[5].metric("tokens/s (all replicas)", human_count(times.tokens_per_s))
+stages = " Each pipeline stage is timed on its slowest device." if plan.pp > 1 else ""
+st.caption(
+    f"Times are estimates from the {profile.name} profile ({times.provenance}, confidence {times.confidence}); "
+    f"each of the {plan.dp} replica(s) runs {capacity.batch} sequence(s).{stages}"
+)
+columns = st.columns(6)
 columns[0].metric("busiest device memory", human_bytes(busiest.memory_bytes))
-if capacity is not None:
-    columns[1].metric("max concurrency", f"{capacity.max_sequences:,}")
-    columns[2].metric(f"max context ({capacity.batch} seq per replica)", inputs.format_tokens(longest) if longest else "none")
+columns[1].metric("max concurrency", f"{max_sequences:,}")
+columns[2].metric(f"max context ({capacity.batch} seq per replica)", inputs.format_tokens(longest) if longest else "none")
+columns[3].metric("TTFT", human_seconds(times.ttft_s))
+columns[4].metric("TPOT", human_seconds(times.tpot_s))
+columns[5].metric("tokens/s (all replicas)", human_count(times.tokens_per_s))
 
 left, right = st.columns(2)
 with left:
@@ -112,24 +104,23 @@ with right:
         "deploy-memory-sweep", "memory_sweep",
     )
 
-if times is not None:
-    left, right = st.columns(2)
-    lines = sweep.rename(columns={"context_tokens": "context", "ttft_s": "TTFT", "tpot_s": "TPOT"})
-    lines = lines.melt(id_vars="context", value_vars=["TTFT", "TPOT"], var_name="time", value_name="seconds")
-    with left:
-        export.chart(
-            LineChart(lines, "context", "seconds", "time", "TTFT and TPOT", "context (tokens)", "seconds", markers=chosen),
-            "deploy-times", "times",
-        )
-    throughput = sweep.rename(columns={"context_tokens": "context"}).assign(series="all replicas")
-    with right:
-        export.chart(
-            LineChart(
-                throughput, "context", "tokens_per_s", "series", "Decode tokens/s", "context (tokens)", "tokens/s",
-                markers=chosen,
-            ),
-            "deploy-throughput", "throughput",
-        )
+left, right = st.columns(2)
+lines = sweep.rename(columns={"context_tokens": "context", "ttft_s": "TTFT", "tpot_s": "TPOT"})
+lines = lines.melt(id_vars="context", value_vars=["TTFT", "TPOT"], var_name="time", value_name="seconds")
+with left:
+    export.chart(
+        LineChart(lines, "context", "seconds", "time", "TTFT and TPOT", "context (tokens)", "seconds", markers=chosen),
+        "deploy-times", "times",
+    )
+throughput = sweep.rename(columns={"context_tokens": "context"}).assign(series="all replicas")
+with right:
+    export.chart(
+        LineChart(
+            throughput, "context", "tokens_per_s", "series", "Decode tokens/s", "context (tokens)", "tokens/s",
+            markers=chosen,
+        ),
+        "deploy-throughput", "throughput",
+    )
 
 st.subheader("Plan search")
 grid = st.columns(4)
@@ -185,18 +176,28 @@ export.table(pd.DataFrame(device_rows), "deploy-devices", "devices", caption="We
 for note in parallel.notes:
     st.caption(note)
 
-if times is not None:
-    st.subheader("Phase times")
-    phase_rows = []
-    for phase in (times.prefill, times.decode):
-        if phase is not None:
-            row = {"phase": phase.phase, "time_s": phase.time_s, "compute_s": phase.compute_s}
-            row.update(communication_s=phase.communication_s, hidden_communication_s=phase.hidden_s)
-            row.update({f"{bound}_bound_s": seconds for bound, seconds in phase.by_bound.items()})
-            phase_rows.append(row)
-    export.table(pd.DataFrame(phase_rows), "deploy-phases", "phases")
-    export.table(pd.DataFrame([capacity.to_dict()]), "deploy-capacity", "memory_table", caption="Capacity of one device.")
-    export.table(pd.DataFrame([t.to_dict() for t in times.ops]), "deploy-op-times", "op_times", caption="Time of every op record.")
+st.subheader("Phase times")
+phase_rows = []
+for phase in (times.prefill, times.decode):
+    if phase is not None:
+        row = {"phase": phase.phase, "time_s": phase.time_s, "compute_s": phase.compute_s}
+        row.update(communication_s=phase.communication_s, hidden_communication_s=phase.hidden_s)
+        row.update({f"{bound}_bound_s": seconds for bound, seconds in phase.by_bound.items()})
+        phase_rows.append(row)
+export.table(pd.DataFrame(phase_rows), "deploy-phases", "phases")
+if plan.pp > 1:
+    export.table(
+        pd.DataFrame([stage.to_dict() for stage in times.stages]), "deploy-stages", "stages",
+        caption="Each stage's time per phase and the rank that sets it (the stage's slowest device).",
+    )
+export.table(
+    pd.DataFrame([capacity.to_dict()]), "deploy-capacity", "memory_table",
+    caption="Capacity of the device that needs the most memory.",
+)
+export.table(
+    pd.DataFrame([t.to_dict() for t in times.ops]), "deploy-op-times", "op_times",
+    caption="Time of every op record, on each stage's slowest device.",
+)
 export.table(sweep, "deploy-sweep", "deploy_sweep", caption="ctxsim.sweep of this deployment, per device.")
 
 export.yaml_block("Plan (YAML)", {"devices": devices, **plan.model_dump(mode="json")}, "plan", "plan")
