@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -166,6 +166,31 @@ class ModelSpec(BaseModel):
         """
         layers = sum(self.layer_kinds[k].n_active_params(self.d_model) * n for k, n in self.kind_counts.items())
         return layers + self.vocab_size * self.d_model
+
+    def count_params(self, *, active: bool, embeddings: Literal["both", "lm_head", "none"]) -> int:
+        """Count main-stack parameters under an explicit embedding convention (MTP layers excluded).
+
+        ``active`` counts only the routed experts a token is sent to, as ``n_active_params`` does.
+        ``embeddings`` selects which vocabulary matrices count: ``"both"`` the input embedding and the
+        LM head, ``"lm_head"`` only the LM head, ``"none"`` neither. Publishers differ here, so
+        this lets a published figure be checked under the convention its source uses. With tied
+        embeddings the one shared matrix counts once under ``"both"`` and ``"lm_head"``.
+        ``count_params(active=False, embeddings="both")`` equals ``n_params`` and
+        ``count_params(active=True, embeddings="lm_head")`` equals ``n_active_params``.
+        """
+        kinds = self.layer_kinds
+        if active:
+            layers = sum(kinds[k].n_active_params(self.d_model) * n for k, n in self.kind_counts.items())
+        else:
+            layers = sum(kinds[k].n_params(self.d_model) * n for k, n in self.kind_counts.items())
+        vocab_matrix = self.vocab_size * self.d_model
+        if embeddings == "none":
+            return layers
+        if embeddings == "lm_head":
+            return layers + vocab_matrix
+        if embeddings == "both":
+            return layers + self.embedding_params + self.lm_head_params
+        raise ValueError(f"embeddings={embeddings!r} is invalid: use 'both', 'lm_head' or 'none'")
 
     @property
     def n_mtp_params(self) -> int:
