@@ -173,8 +173,12 @@ class AttentionBase(nn.Module):
         if self.indexer is not None:
             per_query = max(per_query, getattr(self.sel, "index_n_heads", 1) * n_keys)
         per_query *= batch
-        k_groups = k.permute(0, 2, 1, 3).contiguous()  # [B, G, S, D]
-        v_groups = v.permute(0, 2, 1, 3).contiguous()  # [B, G, S, Dv]
+        k_groups = k.permute(0, 2, 1, 3)  # [B, G, S, D]
+        v_groups = v.permute(0, 2, 1, 3)  # [B, G, S, Dv]
+        if groups > 1:
+            # Several KV groups interleave in each cached row; one shared head (MQA, absorbed MLA)
+            # is read in place, its rows strided by the record width.
+            k_groups, v_groups = k_groups.contiguous(), v_groups.contiguous()
         outputs = []
         for tile in query_tiles(n_q, per_query):
             selection = plan.tile(tile)
@@ -345,16 +349,18 @@ class MLAModule(AttentionBase):
 
         parts = cache.main.read(h.dtype)
         key_positions, parts = self.visible_view(ctx, cache.main, parts)
+        record = None
         if len(parts) == 2:
             latent_all, k_rope_all = parts
         else:
-            latent_all, k_rope_all = parts[0][..., :rank], parts[0][..., rank:]
+            record = parts[0]
+            latent_all, k_rope_all = record[..., :rank], record[..., rank:]
         plan = SelectionPlan(self, ctx, key_positions, index_chunk)
         scale = (nope + rope_dim) ** -0.5
         if self.mode(ctx) == "expanded":
             out = self._expanded(ctx, q_nope, q_rope, latent_all, k_rope_all, plan, scale, cache.main)
         else:
-            out = self._absorbed(ctx, q_nope, q_rope, latent_all, k_rope_all, plan, scale, cache.main)
+            out = self._absorbed(ctx, q_nope, q_rope, latent_all, k_rope_all, plan, scale, cache.main, record)
         cache.main.evict(ctx.last_position)
 
         with counter.op("attn.o_proj"):
@@ -380,15 +386,23 @@ class MLAModule(AttentionBase):
         head_bytes = expanded_bytes // att.n_head
         return self.run_core(ctx, q, k, v, plan, scale, expanded_bytes, head_bytes)
 
-    def _absorbed(self, ctx, q_nope, q_rope, latent_all, k_rope_all, plan, scale, store):
-        """Attend the latent as one shared KV head, with the up-projections folded into q and the output."""
+    def _absorbed(self, ctx, q_nope, q_rope, latent_all, k_rope_all, plan, scale, store, record=None):
+        """Attend the latent as one shared KV head, with the up-projections folded into q and the output.
+
+        ``record`` is the stored latent-plus-rope record when the cache keeps it as one field: the
+        core then reads it in place (a view) rather than a re-concatenated copy, so a decode step
+        moves the cached bytes the counts charge once, not a copy of the whole cache each step.
+        """
         counter = ctx.counter
         w_uk, w_uv = self._split_kv_up()
         with counter.op("attn.q_absorb"):
             q_abs = self._head_gemm(counter, "bchn,hnk->bchk", q_nope, w_uk)
         q = torch.cat((q_abs, q_rope), dim=-1)
-        k = torch.cat((latent_all, k_rope_all), dim=-1).unsqueeze(2)  # [B, S, 1, C + R]
-        v = latent_all.unsqueeze(2)  # [B, S, 1, C]
+        if record is None:
+            k = torch.cat((latent_all, k_rope_all), dim=-1).unsqueeze(2)  # [B, S, 1, C + R]
+        else:
+            k = record.unsqueeze(2)  # [B, S, 1, C + R], a view of the stored records
+        v = latent_all.unsqueeze(2)  # [B, S, 1, C], a view: the latent is the record's first C values
         out_latent = self.run_core(ctx, q, k, v, plan, scale, store.record_bytes, store.record_bytes)
         with counter.op("attn.v_up"):
             return self._head_gemm(counter, "bchk,hvk->bchv", out_latent, w_uv)
