@@ -56,7 +56,7 @@ def add_grid_arguments(parser: argparse.ArgumentParser) -> None:
     grid.add_argument(
         "--plan", action="append", default=None,
         help="A parallel plan such as tp=8, tp=8,dp=2 or tp=8,pp=2; repeat for several. Counts become per device "
-        "(times for tp and dp plans only).",
+        "(the device that needs the most memory); times are the whole plan's.",
     )
     grid.add_argument("--hardware", default=None, help="Comma list of hardware profiles; adds estimated times.")
     grid.add_argument(
