@@ -27,9 +27,8 @@ from ctxsim.spec.workload import Workload
 DESIGNS = ("gqa", "mla", "dsa", "msa", "window", "dsa_mla")
 DENSE_DESIGNS = ("gqa", "mla", "window")
 # Designs of the quick grid and the quick validation cases.
-# NOTE: the reference model's absorbed MLA decode (mla, dsa_mla) concatenates the whole cached
-# latent with its rope key every step, about four times the bytes the counts charge. Its decode
-# therefore fits worse at long context than GQA decode, which shares the attn.core curve.
+# NOTE: every design's core shares the one attn.core curve, though the cores run at different
+# rates per counted byte (docs/methodology.md, section 14.4).
 QUICK_DESIGNS = ("gqa", "mla", "dsa", "msa")
 HEAD_DIM = 64
 N_KV_HEAD = 2
