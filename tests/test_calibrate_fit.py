@@ -159,6 +159,47 @@ def test_roofline_op_curve_above_range():
     assert compute_time_s(_gemm(1e10, 1e3), profile) == pytest.approx(1e10 / (profile.peak_flops["bf16"] * 0.6))
 
 
+def _core(flops: float, phase: str) -> Op:
+    # Compute-bound attention core: 1e3 FLOPs per byte.
+    return Op("attn.core", "attention", phase, 1, matmul_flops=flops, bytes_read=flops / 2e3, bytes_written=flops / 2e3)
+
+
+def _flat(compute: float) -> dict:
+    return {**GEMM_CURVE, "compute_size_flops": [1e6, 1e10], "compute": [compute, compute], "memory": [0.9, 0.9, 0.9]}
+
+
+ATTN_CURVE = _flat(0.5)
+
+
+def test_roofline_phase_curve_first():
+    by_op = {"attn.core": _flat(0.3), "attn.core@decode": _flat(0.1)}
+    profile = _profile({"attention": ATTN_CURVE}, by_op)
+    assert compute_time_s(_core(1e8, "decode"), profile) == pytest.approx(1e8 / (profile.peak_flops["bf16"] * 0.1))
+
+
+def test_roofline_phase_falls_back_to_name():
+    by_op = {"attn.core": _flat(0.3), "attn.core@decode": _flat(0.1)}
+    profile = _profile({"attention": ATTN_CURVE}, by_op)
+    assert compute_time_s(_core(1e8, "prefill"), profile) == pytest.approx(1e8 / (profile.peak_flops["bf16"] * 0.3))
+
+
+def test_roofline_phase_falls_back_to_kind():
+    profile = _profile({"attention": ATTN_CURVE}, {"attn.core@decode": _flat(0.1)})
+    assert compute_time_s(_core(1e8, "prefill"), profile) == pytest.approx(1e8 / (profile.peak_flops["bf16"] * 0.5))
+
+
+def test_roofline_phase_curve_above_range():
+    # The phase curve ends at 1e8 FLOPs and the name's at 1e10: at 1e9 the name's (0.3) applies.
+    short = {**_flat(0.1), "compute_size_flops": [1e6, 1e8]}
+    profile = _profile({"attention": ATTN_CURVE}, {"attn.core": _flat(0.3), "attn.core@decode": short})
+    assert compute_time_s(_core(1e9, "decode"), profile) == pytest.approx(1e9 / (profile.peak_flops["bf16"] * 0.3))
+
+
+def test_profile_rejects_unknown_phase_key():
+    with pytest.raises(SpecError):
+        _profile({}, {"attn.core@train": _flat(0.1)})
+
+
 def test_roofline_priors_unchanged():
     profile = ctxsim.load_hardware("h200")
     op = _gemm(1e12, 1e3)
@@ -241,6 +282,48 @@ def test_fit_op_curve_needs_samples():
     fit = fit_samples(samples + few, _profile(), LAUNCH_S)
     assert "ffn.up" in fit.ops
     assert "ffn.down" not in fit.ops
+
+
+def _core_samples(truth, phase: str, n: int = 12) -> list[Sample]:
+    samples = []
+    for flops in np.logspace(6, 10, n):
+        op = _core(float(flops), phase)
+        time_s = op_time(op, truth).time_s
+        samples.append(Sample("attention", "attn.core", flops, 0, op.bytes_read + op.bytes_written, 1, time_s, phase=phase))
+    return samples
+
+
+def test_fit_phase_curves_recovered():
+    # Decode cores run at efficiency 0.1, prefill cores of the same FLOPs at 0.4.
+    truth = _profile({}, {"attn.core@decode": _flat(0.1), "attn.core@prefill": _flat(0.4)})
+    samples = _core_samples(truth, "decode") + _core_samples(truth, "prefill")
+    fit = fit_samples(samples, _profile(), LAUNCH_S)
+    decode = fit.ops["attn.core@decode"].compute.slowness_at(np.array([1e8]))[0]
+    prefill = fit.ops["attn.core@prefill"].compute.slowness_at(np.array([1e8]))[0]
+    # Slowness is against the cpu profile's peaks, the truth's too: 1 / 0.1 and 1 / 0.4.
+    assert 1 / decode == pytest.approx(0.1, rel=0.02)
+    assert 1 / prefill == pytest.approx(0.4, rel=0.02)
+
+
+def test_fit_phase_curves_predict():
+    truth = _profile({}, {"attn.core@decode": _flat(0.1), "attn.core@prefill": _flat(0.4)})
+    samples = _core_samples(truth, "decode") + _core_samples(truth, "prefill")
+    fit = fit_samples(samples, _profile(), LAUNCH_S)
+    errors = (fit.predict(samples, _profile()) - np.array([s.time_s for s in samples])) / np.array([s.time_s for s in samples])
+    assert np.max(np.abs(errors)) < 0.02
+
+
+def test_fit_phase_from_shape_label():
+    sample = Sample("attention", "attn.core", 1e8, 0, 1e5, 1, 1e-3, shape="mla d_model=640 decode N=2048")
+    assert sample.run_phase == "decode"
+
+
+def test_fit_phase_curve_needs_samples():
+    truth = _profile({}, {"attn.core@decode": _flat(0.1), "attn.core@prefill": _flat(0.4)})
+    samples = _core_samples(truth, "decode") + _core_samples(truth, "prefill", n=3)
+    fit = fit_samples(samples, _profile(), LAUNCH_S)
+    assert "attn.core@decode" not in fit.ops
+    assert "attn.core" in fit.ops
 
 
 def test_fit_probe_names_only_kind():

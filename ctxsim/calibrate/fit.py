@@ -18,6 +18,9 @@ at least MIN_OP_SAMPLES samples. The time model uses a name's curve up to its la
 the kind's curve above it and for other ops of the kind (for example MoE experts when only
 dense MLPs were timed). Ops of one kind differ in fixed cost and in efficiency: on a CPU a decode step's rotary
 embedding takes ten times as long as its residual add, although both are small elementwise ops.
+A name with MIN_OP_SAMPLES samples in each phase also gets a curve per phase (``attn.core@decode``),
+used before the name's: a decode core of one query row runs at another rate than a prefill core of
+the same FLOPs.
 
 The launch overhead is measured directly (back-to-back tiny ops) and held fixed. For each curve
 the knot values start at the lower envelope of the slowness each sample implies, because no op
@@ -48,7 +51,14 @@ KNOT_MARGIN = 0.25
 # Log error above which the Huber loss grows linearly instead of quadratically.
 HUBER_DELTA = 0.2
 # Samples an op name needs for a curve of its own; names with fewer use their kind's curve.
+# An op name timed in both phases with this many samples in each also gets a curve per phase.
 MIN_OP_SAMPLES = 4
+PHASES = ("prefill", "decode")
+
+
+def phase_key(name: str, phase: str) -> str:
+    """Key of the curve of one op name in one phase, as in ``efficiency_curves_by_op``."""
+    return f"{name}@{phase}"
 
 
 @dataclass(frozen=True)
@@ -64,10 +74,20 @@ class Sample:
     time_s: float
     dtype: str = "bf16"
     shape: str = ""
+    # "prefill" or "decode". When empty, run_phase reads it from the layer run's label in ``shape``.
+    phase: str = ""
 
     @property
     def flops(self) -> float:
         return self.matmul_flops + self.other_flops
+
+    @property
+    def run_phase(self) -> str:
+        """The phase of the layer run the op came from, or "" for a probe."""
+        if self.phase:
+            return self.phase
+        words = self.shape.split()
+        return next((w for w in words if w in PHASES), "")
 
 
 @dataclass
@@ -133,10 +153,15 @@ class Fit:
 
     def _slowness(self, sample: "Sample", regime: str, size: float) -> float:
         kind_curve = getattr(self.kinds[sample.kind], regime)
-        named = self.ops.get(sample.name)
-        curve = getattr(named, regime) if named is not None else None
-        if curve is None or (kind_curve is not None and size > curve.knots[-1]):
-            curve = kind_curve
+        specific = []
+        for key in (phase_key(sample.name, sample.run_phase), sample.name):
+            named = self.ops.get(key)
+            if named is not None and getattr(named, regime) is not None:
+                specific.append(getattr(named, regime))
+        # The most specific curve up to its largest knot, then the next; the kind's above all.
+        curve = next((c for c in specific if size <= c.knots[-1]), None)
+        if curve is None:
+            curve = kind_curve if kind_curve is not None else specific[-1]
         return float(curve.slowness_at(np.array([size]))[0])
 
 
@@ -379,6 +404,13 @@ def fit_samples(samples: list[Sample], profile: HardwareProfile, launch_overhead
         named = [s for s in samples if s.name == name]
         if len(named) >= MIN_OP_SAMPLES:
             fit.ops[name] = fit_curves(name, named, profile, launch_overhead_s)
+        by_phase = {phase: [s for s in named if s.run_phase == phase] for phase in PHASES}
+        # NOTE: decode cores (one query row against every key) and prefill cores of the same
+        # FLOPs run at different rates, so a name timed in both phases gets a curve per phase.
+        if all(len(group) >= MIN_OP_SAMPLES for group in by_phase.values()):
+            for phase, group in by_phase.items():
+                key = phase_key(name, phase)
+                fit.ops[key] = fit_curves(key, group, profile, launch_overhead_s)
     measured = np.array([s.time_s for s in samples])
     errors = (fit.predict(samples, profile) - measured) / measured
     for kind in fit.kinds:

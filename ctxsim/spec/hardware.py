@@ -323,9 +323,14 @@ class HardwareProfile(_Strict):
         default_factory=dict,
         description="Fitted efficiency curves per op kind; where present they replace 'efficiency' in op times.",
     )
-    efficiency_curves_by_op: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*$")], EfficiencyCurve] = Field(
+    efficiency_curves_by_op: dict[
+        Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*(@(prefill|decode))?$")], EfficiencyCurve
+    ] = Field(
         default_factory=dict,
-        description="Fitted efficiency curves per op name (attn.core, ffn.up, ...); they take precedence over the kind's.",
+        description=(
+            "Fitted efficiency curves per op name (attn.core, ffn.up, ...), or per op name and phase "
+            "(attn.core@decode); they take precedence over the kind's, the phase's over the name's."
+        ),
     )
     sources: dict[str, Source] = Field(description="Source of each top-level number, keyed by field name.")
     provenance: Provenance
@@ -378,38 +383,53 @@ class HardwareProfile(_Strict):
         known = ", ".join(["fp32", *_PEAK_FALLBACK])
         raise ValueError(f"unknown compute dtype '{dtype}': use one of {known}")
 
-    def _fitted(self, kind: str, op_name: str | None, regime: str, size):
-        """Efficiency from the fitted curves: the op name's curve up to its largest knot, the
-        kind's curve above that (and where the name has none), or None without any curve."""
+    def _fitted(self, kind: str, op_name: str | None, regime: str, size, phase: str | None = None):
+        """Efficiency from the fitted curves, or None without any curve.
+
+        The most specific curve is used up to its largest knot: the op name and phase's
+        (``attn.core@decode``), then the op name's, then the kind's. Above the largest knot of
+        every specific curve, or where the op has none, the kind's curve applies.
+        """
+        candidates = []
+        if op_name is not None:
+            if phase is not None:
+                candidates.append(self.efficiency_curves_by_op.get(f"{op_name}@{phase}"))
+            candidates.append(self.efficiency_curves_by_op.get(op_name))
+        candidates = [c for c in candidates if c is not None]
         kind_curve = self.efficiency_curves.get(kind)
-        name_curve = self.efficiency_curves_by_op.get(op_name) if op_name is not None else None
-        if name_curve is None and kind_curve is None:
+        if kind_curve is not None:
+            candidates.append(kind_curve)
+        if not candidates:
             return None
-        if name_curve is None:
-            return getattr(kind_curve, f"{regime}_at")(size)
-        named = getattr(name_curve, f"{regime}_at")(size)
-        if kind_curve is None:
-            return named
-        # NOTE: a name's curve is fitted only to the sizes its own ops were timed at. Above them
-        # the kind's curve, fitted to every op of the kind, extrapolates less far.
-        largest = getattr(name_curve, "compute_size_flops" if regime == "compute" else "memory_size_bytes")[-1]
-        out = np.where(np.asarray(size) > largest, getattr(kind_curve, f"{regime}_at")(size), named)
+        if len(candidates) == 1:
+            return getattr(candidates[0], f"{regime}_at")(size)
+        # NOTE: a name's (or name and phase's) curve is fitted only to the sizes its own ops were
+        # timed at. Above them the next more general curve, fitted to more ops, extrapolates less far.
+        size_key = "compute_size_flops" if regime == "compute" else "memory_size_bytes"
+        out = np.asarray(getattr(candidates[-1], f"{regime}_at")(size), dtype=np.float64)
+        for curve in reversed(candidates[:-1]):
+            largest = getattr(curve, size_key)[-1]
+            out = np.where(np.asarray(size) > largest, out, getattr(curve, f"{regime}_at")(size))
         return float(out) if out.ndim == 0 else out
 
-    def compute_efficiency(self, kind: str, flops_per_launch=None, op_name: str | None = None):
+    def compute_efficiency(
+        self, kind: str, flops_per_launch=None, op_name: str | None = None, phase: str | None = None
+    ):
         """Compute efficiency of an op: its fitted curve at ``flops_per_launch`` when the profile
         has one (and a size is given), else the kind's constant efficiency."""
         if flops_per_launch is not None:
-            fitted = self._fitted(kind, op_name, "compute", flops_per_launch)
+            fitted = self._fitted(kind, op_name, "compute", flops_per_launch, phase)
             if fitted is not None:
                 return fitted
         return self.efficiency.of(kind).compute
 
-    def memory_efficiency(self, kind: str, bytes_per_launch=None, op_name: str | None = None):
+    def memory_efficiency(
+        self, kind: str, bytes_per_launch=None, op_name: str | None = None, phase: str | None = None
+    ):
         """Memory efficiency of an op: its fitted curve at ``bytes_per_launch`` when the profile
         has one (and a size is given), else the kind's constant efficiency."""
         if bytes_per_launch is not None:
-            fitted = self._fitted(kind, op_name, "memory", bytes_per_launch)
+            fitted = self._fitted(kind, op_name, "memory", bytes_per_launch, phase)
             if fitted is not None:
                 return fitted
         return self.efficiency.of(kind).memory

@@ -91,10 +91,11 @@ def classify_bound(compute_s: Number, memory_s: Number, launch_s: Number) -> Any
 def compute_time_s(op: Op, profile: HardwareProfile, launches: Number = 1) -> Number:
     """Compute time of one run: matmul FLOPs on the matrix units, the rest on the vector units.
 
-    A profile with a fitted efficiency curve for the op (by name, else by kind) takes the
+    A profile with a fitted efficiency curve for the op (by name and phase, else by name, else
+    by kind) takes the
     efficiency at the FLOPs of one launch (the run's FLOPs over ``launches``).
     """
-    eff = profile.compute_efficiency(op.kind, op.flops / launches, op.name)
+    eff = profile.compute_efficiency(op.kind, op.flops / launches, op.name, op.phase)
     matmul_rate = profile.peak_flops_for(op.dtype) * eff
     vector_rate = profile.vector_flops_per_s * eff
     return op.matmul_flops / matmul_rate + op.other_flops / vector_rate
@@ -105,7 +106,7 @@ def memory_time_s(op: Op, profile: HardwareProfile, launches: Number = 1) -> Num
 
     A fitted efficiency curve is read at the bytes of one launch, as in ``compute_time_s``.
     """
-    eff = profile.memory_efficiency(op.kind, (op.bytes_read + op.bytes_written) / launches, op.name)
+    eff = profile.memory_efficiency(op.kind, (op.bytes_read + op.bytes_written) / launches, op.name, op.phase)
     return (op.bytes_read + op.bytes_written) / (profile.memory_bandwidth_bytes_per_s * eff)
 
 
