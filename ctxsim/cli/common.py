@@ -6,6 +6,10 @@ import argparse
 import json
 import re
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ctxsim.spec.workload import Workload
 
 _SUFFIX = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 
@@ -21,6 +25,24 @@ def parse_tokens(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"invalid token count '{text}': it must be greater than 0")
     return value
+
+
+def parse_non_negative_tokens(text: str) -> int:
+    """Parse a token count like ``parse_tokens``, also accepting ``0`` (e.g. no cached prefix)."""
+    return 0 if text.strip() == "0" else parse_tokens(text)
+
+
+def build_workload(**fields: object) -> "Workload":
+    """Validate CLI workload fields, raising SpecError with a one-line message."""
+    from pydantic import ValidationError
+
+    from ctxsim.spec.errors import SpecError, format_validation_error
+    from ctxsim.spec.workload import Workload
+
+    try:
+        return Workload(**fields)
+    except ValidationError as err:
+        raise SpecError(format_validation_error(err, "workload")) from None
 
 
 def positive_int(text: str) -> int:

@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import argparse
 
-from pydantic import ValidationError
-
 from ctxsim.cli import plan_args, timing
 from ctxsim.cli.per_device import format_per_device
-from ctxsim.cli.common import format_table, human_bytes, human_count, parse_tokens, positive_int, print_json
+from ctxsim.cli.common import (
+    build_workload,
+    format_table,
+    human_bytes,
+    human_count,
+    parse_non_negative_tokens,
+    parse_tokens,
+    positive_int,
+    print_json,
+)
 from ctxsim.counts import estimate, report_to_dict
 from ctxsim.counts.report import CostReport, Op
 from ctxsim.spec import SpecError, Workload, load_model
 from ctxsim.spec.dtypes import KV_DTYPES
-from ctxsim.spec.errors import format_validation_error
 
 
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:
@@ -45,7 +51,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--chunk-size", type=parse_tokens, default=None, help="Prefill chunk size in tokens (default: one chunk).")
     parser.add_argument(
-        "--cached-context", type=_non_negative_tokens, default=0,
+        "--cached-context", type=parse_non_negative_tokens, default=0,
         help="Tokens already cached before the prefill (prefix hit; default 0).",
     )
 
@@ -55,26 +61,19 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run_estimate)
 
 
-def _non_negative_tokens(text: str) -> int:
-    return 0 if text.strip() == "0" else parse_tokens(text)
-
-
 def _workload(args: argparse.Namespace) -> Workload:
-    try:
-        return Workload(
-            phase=args.phase,
-            context=args.context,
-            batch=args.batch,
-            chunk_size=args.chunk_size,
-            cached_context=args.cached_context,
-            kv_dtype=args.kv_dtype,
-            kv_policy=args.kv_policy,
-            page_size=args.page_size,
-            execution=args.execution,
-            mla_mode=args.mla_mode,
-        )
-    except ValidationError as err:
-        raise SpecError(format_validation_error(err, "workload")) from None
+    return build_workload(
+        phase=args.phase,
+        context=args.context,
+        batch=args.batch,
+        chunk_size=args.chunk_size,
+        cached_context=args.cached_context,
+        kv_dtype=args.kv_dtype,
+        kv_policy=args.kv_policy,
+        page_size=args.page_size,
+        execution=args.execution,
+        mla_mode=args.mla_mode,
+    )
 
 
 def run_estimate(args: argparse.Namespace) -> int:

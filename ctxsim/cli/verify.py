@@ -9,13 +9,18 @@ import argparse
 import os
 import time
 
-from pydantic import ValidationError
-
 from ctxsim.cli import verify_dist
-from ctxsim.cli.common import format_table, human_bytes, parse_tokens, positive_int, print_json
+from ctxsim.cli.common import (
+    build_workload,
+    format_table,
+    human_bytes,
+    parse_non_negative_tokens,
+    parse_tokens,
+    positive_int,
+    print_json,
+)
 from ctxsim.spec import SpecError, Workload, load_model, preset_names
 from ctxsim.spec.dtypes import KV_DTYPES
-from ctxsim.spec.errors import format_validation_error
 from ctxsim.spec.model import ModelSpec
 
 DEFAULT_CONTEXT = 256
@@ -50,7 +55,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
         help=f"Prefill chunk size in tokens (default {DEFAULT_CHUNK}; use the context length for one chunk).",
     )
     parser.add_argument(
-        "--cached-context", type=_non_negative_tokens, default=0,
+        "--cached-context", type=parse_non_negative_tokens, default=0,
         help="Tokens cached before the counted prefill (default 0).",
     )
     parser.add_argument("--batch", type=positive_int, default=1, help="Sequences processed together (default 1).")
@@ -70,24 +75,17 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run_verify)
 
 
-def _non_negative_tokens(text: str) -> int:
-    return 0 if text.strip() == "0" else parse_tokens(text)
-
-
 def _workload(args: argparse.Namespace) -> Workload:
-    try:
-        return Workload(
-            phase=args.phase,
-            context=args.context,
-            batch=args.batch,
-            chunk_size=args.chunk_size,
-            cached_context=args.cached_context,
-            kv_dtype=args.kv_dtype,
-            execution=args.execution,
-            mla_mode=args.mla_mode,
-        )
-    except ValidationError as err:
-        raise SpecError(format_validation_error(err, "workload")) from None
+    return build_workload(
+        phase=args.phase,
+        context=args.context,
+        batch=args.batch,
+        chunk_size=args.chunk_size,
+        cached_context=args.cached_context,
+        kv_dtype=args.kv_dtype,
+        execution=args.execution,
+        mla_mode=args.mla_mode,
+    )
 
 
 def _check_fits(spec: ModelSpec) -> None:

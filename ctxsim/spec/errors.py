@@ -23,7 +23,12 @@ def _format_location(loc: tuple) -> str:
         previous = item
         if skip:
             continue
-        parts.append(f"[{item}]" if isinstance(item, int) else ("." if parts else "") + text)
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        elif parts:
+            parts.append("." + text)
+        else:
+            parts.append(text)
     return "".join(parts) or "<root>"
 
 

@@ -262,7 +262,10 @@ def max_context_for_plan(
     _check_fraction(memory_fraction)
     usable = profile.memory_bytes * memory_fraction
     probe = workload.model_copy(update={"phase": "prefill"})
-    step = plan.cp * (2 if plan.cp_sharding == "zigzag" else 1) if plan.cp > 1 else 1
+    # Probe only new-token counts a cp prefill can split evenly: multiples of cp, or of 2 x cp for zigzag.
+    step = 1
+    if plan.cp > 1:
+        step = plan.cp * 2 if plan.cp_sharding == "zigzag" else plan.cp
     base = probe.cached_context if plan.cp > 1 else 0
 
     def fits(k: int) -> bool:
