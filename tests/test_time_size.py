@@ -171,7 +171,7 @@ def test_cli_size_infeasible_says_what_is_short(capsys):
     code = main(
         ["size", "--model", "llama-3.1-70b", "--context", "128k", "--hardware", "h100-sxm", "--target-tpot", "0.0001"]
     )
-    assert code == 0
+    assert code == 1
     out = capsys.readouterr().out
     assert "no plan meets the request" in out
     assert "TPOT:" in out

@@ -31,7 +31,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
             "devices first. Searches tp, pp, dp and cp in powers of two (cp in all_gather mode, for the "
             "prefill), ep 1 or the whole expert group, attention-DP for MLA models, LayerSplit when a plan "
             "does not fit without it, and every KV dtype that applies. When nothing qualifies, it says what "
-            "is short and by how much."
+            "is short and by how much, and exits with status 1."
         ),
     )
     parser.add_argument("--model", required=True, help="Preset name, ctxsim YAML path, or config.json path.")
@@ -145,4 +145,5 @@ def run_size(args: argparse.Namespace) -> int:
         print_json(result.to_dict())
     else:
         print(format_sizing(result))
-    return 0
+    # Status 1 when no plan meets the request, so scripts can tell a shortfall from a plan.
+    return 0 if result.plans else 1
