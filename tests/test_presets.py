@@ -60,6 +60,21 @@ def test_glm52_show_json(capsys):
     assert len(report["indexer_owner_layers"]) == 21
     attention = report["spec"]["layer_kinds"]["moe_owner"]["attention"]
     assert (attention["kv_lora_rank"], attention["qk_rope_head_dim"]) == (512, 64)
+    # Untied embeddings: each convention differs by one 154880 x 6144 matrix.
+    counts = report["params_by_embedding_convention"]
+    matrix = 154880 * 6144
+    assert counts["both"]["total"] == report["n_params"]
+    assert counts["lm_head"]["active"] == report["n_active_params"]
+    assert counts["both"]["active"] - counts["lm_head"]["active"] == matrix
+    assert counts["lm_head"]["active"] - counts["none"]["active"] == matrix
+    assert counts["lm_head"]["total"] - counts["none"]["total"] == matrix
+
+
+def test_show_text_gives_active_without_embeddings(capsys):
+    # MiniMax-M2 active: 10,415,112,192 with the LM head, less 200064 x 3072 = 9,800,515,584.
+    assert cli_main(["show", "minimax-m2"]) == 0
+    out = capsys.readouterr().out
+    assert "10.4 G active (LM head counted, input embedding not; 9.8 G without either)" in out
 
 
 def test_glm52_all_layers_sparse():

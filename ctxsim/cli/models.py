@@ -81,6 +81,14 @@ def run_show(args: argparse.Namespace) -> int:
                 "n_layer": spec.n_layer,
                 "n_params": spec.n_params,
                 "n_active_params": spec.n_active_params,
+                # Publishers count embeddings differently: both matrices, the LM head only, or neither.
+                "params_by_embedding_convention": {
+                    embeddings: {
+                        "total": spec.count_params(active=False, embeddings=embeddings),
+                        "active": spec.count_params(active=True, embeddings=embeddings),
+                    }
+                    for embeddings in ("both", "lm_head", "none")
+                },
                 "n_mtp_layers": spec.n_mtp_layers,
                 "kv_dtype": kv_dtype,
                 "kv_bytes_per_token": spec.kv_bytes_per_token(kv_dtype),
@@ -91,7 +99,11 @@ def run_show(args: argparse.Namespace) -> int:
         )
         return 0
     print(f"{spec.name}: {spec.n_layer} layers, d_model {spec.d_model}, vocab {spec.vocab_size}")
-    print(f"parameters: {human_count(spec.n_params)} total, {human_count(spec.n_active_params)} active")
+    without = spec.count_params(active=True, embeddings="none")
+    print(
+        f"parameters: {human_count(spec.n_params)} total, {human_count(spec.n_active_params)} active "
+        f"(LM head counted, input embedding not; {human_count(without)} without either)"
+    )
     if spec.n_mtp_layers:
         print(f"multi-token prediction: {spec.n_mtp_layers} layer(s) of kind {spec.mtp_layer_kind}")
     table = [
