@@ -165,6 +165,9 @@ def test_cli_size_table(capsys):
     out = capsys.readouterr().out
     assert "GPUs" in out
     assert "headroom" in out
+    # The 16-device plan needs LayerSplit to fit, so the legend explains its decode cost.
+    assert " ls16 " in out
+    assert "ls: LayerSplit; its decode step broadcasts" in out
 
 
 def test_cli_size_infeasible_says_what_is_short(capsys):

@@ -106,6 +106,11 @@ def format_sizing(result: SizingResult) -> str:
     lines.append(format_table(rows, header, right_align_from=4))
     if any(plan.plan.cp > 1 for plan in result.plans):
         lines.append("cp: the cp ranks prefill each prompt together, then decode their shares as data-parallel replicas.")
+    if any(plan.plan.layer_split > 1 for plan in result.plans):
+        lines.append(
+            "ls: LayerSplit; its decode step broadcasts each layer's whole cached history, hence the long TPOT "
+            "(deployments use it for prefill and decode on other devices)."
+        )
     lines.append(
         "TTFT: prefill of one prompt through the pipeline; TPOT: one decode step of each replica's sequences; "
         "mem/GPU and headroom: the busiest device against the usable share. Estimates from the profile's priors."
