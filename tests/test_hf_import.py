@@ -71,6 +71,29 @@ def test_import_name_from_directory(tmp_path):
     assert spec.source == str(model_dir / "config.json")
 
 
+def test_import_from_model_folder(tmp_path):
+    model_dir = tmp_path / "Llama-3.1-8B"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text((FIXTURES / "llama-3.1-8b.json").read_text())
+    spec = ctxsim.load_model(model_dir)
+    assert spec.name == "Llama-3.1-8B"
+    assert spec.n_params == ctxsim.load_model("llama-3.1-8b").n_params
+
+
+def test_import_name_from_json_file_name(tmp_path):
+    # A JSON file not called config.json is named after the file, whatever its folder.
+    path = tmp_path / "my-llama.json"
+    path.write_text((FIXTURES / "llama-3.1-8b.json").read_text())
+    assert ctxsim.load_model(path).name == "my-llama"
+
+
+def test_model_folder_without_config_is_rejected(tmp_path, capsys):
+    assert cli_main(["show", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(f"model folder {tmp_path} has no config.json: pass a config.json or a ctxsim YAML file")
+    assert "\n" not in err
+
+
 def test_cli_show_config_path(capsys):
     assert cli_main(["show", str(FIXTURES / "glm-5.2.json"), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)

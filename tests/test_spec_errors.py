@@ -102,6 +102,37 @@ def test_missing_key_named():
     _assert_one_line_naming(err.value, "missing required key 'd_model'")
 
 
+def test_misspelled_key_suggests_the_missing_one():
+    spec = _tiny_spec()
+    attention = spec["layer_kinds"]["dense"]["attention"]
+    attention["n_kv_heads"] = attention.pop("n_kv_head")
+    with pytest.raises(SpecError) as err:
+        model_from_dict(spec)
+    _assert_one_line_naming(err.value, "unknown key 'layer_kinds.dense.attention.n_kv_heads': did you mean 'n_kv_head'?")
+
+
+def test_unknown_layer_kind_tag_lists_kinds():
+    spec = _set(_tiny_spec(), f"{KIND}.attention.kind", "gqq")
+    with pytest.raises(SpecError) as err:
+        model_from_dict(spec)
+    _assert_one_line_naming(err.value, "invalid 'layer_kinds.dense.attention.kind' = 'gqq': use one of 'gqa', 'mla'")
+
+
+def test_layer_run_of_undefined_kind():
+    spec = _set(_tiny_spec(), "layers.0.kind", "dens")
+    with pytest.raises(SpecError) as err:
+        model_from_dict(spec)
+    message = str(err.value)
+    assert message == "layers[0].kind 'dens' is not in layer_kinds: use one of dense"
+
+
+def test_bound_message_in_plain_words():
+    spec = _set(_tiny_spec(), "layers.0.count", -1)
+    with pytest.raises(SpecError) as err:
+        model_from_dict(spec)
+    _assert_one_line_naming(err.value, "invalid 'layers[0].count' = -1: must be greater than 0")
+
+
 def test_shared_indexer_without_owner():
     spec = _set(_tiny_spec(), f"{KIND}.selection", dict(DSA, indexer="shared"))
     with pytest.raises(SpecError) as err:
@@ -233,6 +264,14 @@ def test_malformed_json_file(tmp_path):
     with pytest.raises(SpecError) as err:
         ctxsim.load_model(path)
     _assert_one_line_naming(err.value, "malformed JSON")
+
+
+def test_null_config_key_named():
+    config = json.loads((FIXTURES / "deepseek-v3.json").read_text())
+    config["n_routed_experts"] = None
+    with pytest.raises(SpecError) as err:
+        model_from_hf_config(config, name="dsv3", source="config.json")
+    _assert_one_line_naming(err.value, "'n_routed_experts' is null but model_type deepseek_v3 needs it: set a value")
 
 
 def test_missing_config_file(tmp_path):

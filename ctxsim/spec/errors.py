@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+
 from pydantic import ValidationError
 
 
@@ -32,25 +34,62 @@ def _format_location(loc: tuple) -> str:
     return "".join(parts) or "<root>"
 
 
+def _pick_error(errors: list[dict]) -> dict:
+    """Choose the error to report: an unknown key first, since a misspelled key also leaves one missing."""
+    for error in errors:
+        if error.get("type") == "extra_forbidden":
+            return error
+    return errors[0]
+
+
+def _suggestion(key: str, errors: list[dict], parent: tuple) -> str:
+    """Return a hint naming the missing key at the same place that an unknown key most resembles."""
+    missing = [
+        str(error["loc"][-1])
+        for error in errors
+        if error.get("type") == "missing" and tuple(error.get("loc", ()))[:-1] == parent
+    ]
+    close = difflib.get_close_matches(key, missing, n=1, cutoff=0.6)
+    return f": did you mean '{close[0]}'?" if close else ": remove it or check its spelling"
+
+
+def _plain(message: str) -> str:
+    """Reword pydantic's "Input should be ..." as "must be ..."."""
+    if message.startswith("Input should be "):
+        return "must be " + message[len("Input should be "):]
+    return message
+
+
 def format_validation_error(err: ValidationError, source: str = "") -> str:
-    """Render the first pydantic error as one line: where, what value, and the fix."""
-    first = err.errors()[0]
-    where = _format_location(tuple(first.get("loc", ())))
+    """Render one pydantic error as one line: where, what value, and the fix."""
+    errors = err.errors()
+    first = _pick_error(errors)
+    loc = tuple(first.get("loc", ()))
+    where = _format_location(loc)
     kind = first.get("type", "")
     message = first.get("msg", "invalid value")
     if message.startswith("Value error, "):
         message = message[len("Value error, "):]
     prefix = f"{source}: " if source else ""
     if kind == "extra_forbidden":
-        return f"{prefix}unknown key '{where}': remove it or check its spelling"
+        return f"{prefix}unknown key '{where}'{_suggestion(str(loc[-1]), errors, loc[:-1])}"
     if kind == "missing":
         return f"{prefix}missing required key '{where}': add it"
+    more = f" (and {len(errors) - 1} more errors)" if len(errors) > 1 else ""
+    context = first.get("ctx") or {}
+    if kind == "union_tag_invalid":
+        expected = context.get("expected_tags", "")
+        return f"{prefix}invalid '{where}.kind' = {context.get('tag')!r}: use one of {expected}{more}"
+    if kind == "union_tag_not_found":
+        return f"{prefix}missing required key '{where}.kind': add it{more}"
     value = first.get("input")
-    more = f" (and {len(err.errors()) - 1} more errors)" if len(err.errors()) > 1 else ""
+    if where == "<root>":
+        # A rule over the whole spec: its message names the fields.
+        return f"{prefix}{message}{more}"
     if isinstance(value, (dict, list)):
         # A rule over a whole mapping (e.g. a cross-field check): the message names the fields.
-        return f"{prefix}invalid '{where}': {message}{more}"
+        return f"{prefix}invalid '{where}': {_plain(message)}{more}"
     shown = repr(value)
     if len(shown) > 60:
         shown = shown[:57] + "..."
-    return f"{prefix}invalid '{where}' = {shown}: {message}{more}"
+    return f"{prefix}invalid '{where}' = {shown}: {_plain(message)}{more}"

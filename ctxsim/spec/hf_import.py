@@ -49,6 +49,10 @@ class _Config:
         if value is not None:
             return value
         if default is _MISSING:
+            if key in self.data:
+                raise self.error(
+                    f"'{self.key_name(key)}' is null but model_type {self.model_type} needs it: set a value"
+                )
             raise self.error(f"missing required key '{self.key_name(key)}' for model_type {self.model_type}: add it")
         return default
 

@@ -53,8 +53,15 @@ def _load_preset(name: str) -> ModelSpec:
     return model_from_dict(_read_yaml(path), source=f"preset {name}")
 
 
+def _config_name(path: Path) -> str:
+    """Name a model read from a JSON file: its folder for a config.json, else the file name without .json."""
+    if path.name == "config.json":
+        return path.resolve().parent.name or path.stem
+    return path.stem
+
+
 def load_model(name_or_path: str | Path) -> ModelSpec:
-    """Load a model by preset name, or from a ctxsim YAML or a Hugging Face config.json path.
+    """Load a model by preset name, from a ctxsim YAML or a Hugging Face config.json path, or from a folder that contains a config.json.
 
     Raises SpecError with a one-line message for an unknown name, a missing file, malformed
     YAML/JSON, or an invalid spec.
@@ -63,6 +70,11 @@ def load_model(name_or_path: str | Path) -> ModelSpec:
     if text in preset_names():
         return _load_preset(text)
     path = Path(text)
+    if path.is_dir():
+        # A Hugging Face model folder: read the config.json inside it.
+        if not (path / "config.json").is_file():
+            raise SpecError(f"model folder {path} has no config.json: pass a config.json or a ctxsim YAML file")
+        path = path / "config.json"
     if path.suffix.lower() in (".yaml", ".yml", ".json") or path.exists():
         if not path.is_file():
             raise SpecError(f"model file not found: {path}; check the path")
@@ -70,7 +82,7 @@ def load_model(name_or_path: str | Path) -> ModelSpec:
             from ctxsim.spec.hf_import import model_from_hf_config
 
             data = _read_json(path)
-            return model_from_hf_config(data, name=path.parent.name or path.stem, source=str(path))
+            return model_from_hf_config(data, name=_config_name(path), source=str(path))
         return model_from_dict(_read_yaml(path), source=str(path))
     names = ", ".join(preset_names())
     raise SpecError(f"unknown model '{text}': use a preset ({names}) or a path to a .yaml or config.json")
