@@ -96,15 +96,22 @@ def human_seconds(value: float) -> str:
     return f"{value * 1e6:.3g} us"
 
 
-def format_table(rows: list[list[str]], header: list[str], right_align_from: int = 1) -> str:
-    """Format rows as a plain-text table; columns from ``right_align_from`` on are right-aligned."""
+def format_table(
+    rows: list[list[str]], header: list[str], right_align_from: int = 1, right_align_to: int | None = None
+) -> str:
+    """Format rows as a plain-text table.
+
+    Columns from ``right_align_from`` up to ``right_align_to`` (exclusive; default the last) are
+    right-aligned, the others left-aligned.
+    """
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    stop = len(header) if right_align_to is None else right_align_to
     lines = []
     for row in [header, *rows]:
         cells = []
         for i, cell in enumerate(row):
             cell = str(cell)
-            cells.append(cell.rjust(widths[i]) if i >= right_align_from else cell.ljust(widths[i]))
+            cells.append(cell.rjust(widths[i]) if right_align_from <= i < stop else cell.ljust(widths[i]))
         lines.append("  ".join(cells).rstrip())
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)

@@ -6,6 +6,7 @@ import argparse
 
 from ctxsim.cli.common import format_table, human_count, print_json
 from ctxsim.spec import load_model, preset_names
+from ctxsim.spec.layers import LayerSpec, MLAAttention, WindowSelection
 from ctxsim.spec.model import ModelSpec
 
 
@@ -22,8 +23,20 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _summary(spec: ModelSpec) -> str:
-    kinds = ", ".join(f"{n}x {spec.layer_kinds[k].describe()}" for k, n in spec.kind_counts.items())
+    kinds = "; ".join(f"{n}x {spec.layer_kinds[k].describe()}" for k, n in spec.kind_counts.items())
     return f"{spec.n_layer} layers, d_model {spec.d_model}: {kinds}"
+
+
+def _attention_shape(layer: LayerSpec) -> str:
+    """Describe the attention heads and widths, such as '32 q / 8 kv heads x 128'."""
+    att = layer.attention
+    if isinstance(att, MLAAttention):
+        q = f"q_lora {att.q_lora_rank}, " if att.q_lora_rank else ""
+        return f"{att.n_head} heads, {q}kv_lora {att.kv_lora_rank} + rope {att.qk_rope_head_dim}"
+    return f"{att.n_head} q / {att.n_kv_head} kv heads x {att.head_dim}"
+
+
+ACTIVE_FOOTNOTE = "active: what one token runs, LM head counted, input embedding and MTP layers not."
 
 
 def run_models(args: argparse.Namespace) -> int:
@@ -43,7 +56,8 @@ def run_models(args: argparse.Namespace) -> int:
         )
         return 0
     rows = [[s.name, human_count(s.n_params), human_count(s.n_active_params), _summary(s)] for s in specs]
-    print(format_table(rows, ["model", "params", "active", "layers"], right_align_from=1))
+    print(format_table(rows, ["model", "params", "active", "layers"], right_align_from=1, right_align_to=3))
+    print(ACTIVE_FOOTNOTE)
     return 0
 
 
@@ -61,6 +75,7 @@ def _layer_rows(spec: ModelSpec, kv_dtype: str) -> list[dict]:
                 "attention": layer.attention.variant,
                 "selection": layer.selection.kind,
                 "summary": layer.describe(),
+                "attention_shape": _attention_shape(layer),
                 "kv_bytes_per_token_per_layer": layer.kv_bytes_per_token(kv_dtype),
                 "main_record_bytes": layer.main_record_bytes(kv_dtype),
                 "index_record_bytes": layer.index_record_bytes(kv_dtype),
@@ -105,19 +120,33 @@ def run_show(args: argparse.Namespace) -> int:
         f"(LM head counted, input embedding not; {human_count(without)} without either)"
     )
     if spec.n_mtp_layers:
-        print(f"multi-token prediction: {spec.n_mtp_layers} layer(s) of kind {spec.mtp_layer_kind}")
+        layer_word = "layer" if spec.n_mtp_layers == 1 else "layers"
+        print(f"multi-token prediction: {spec.n_mtp_layers} {layer_word} of kind {spec.mtp_layer_kind}")
     table = [
         [
             f"{r['first_layer']}-{r['last_layer']}" if r["count"] > 1 else str(r["first_layer"]),
             r["kind"],
             r["summary"],
+            r["attention_shape"],
             str(r["kv_bytes_per_token_per_layer"]),
         ]
         for r in rows
     ]
-    print(format_table(table, ["layers", "kind", "design", f"KV B/token/layer ({kv_dtype})"], right_align_from=3))
+    header = ["layers", "kind", "design", "attention", f"KV B/token/layer ({kv_dtype})"]
+    print(format_table(table, header, right_align_from=4))
     owners = spec.indexer_owner_layers
     if owners:
         print(f"indexer owner layers ({len(owners)}): {', '.join(map(str, owners))}")
     print(f"KV bytes per token, all layers ({kv_dtype}): {spec.kv_bytes_per_token(kv_dtype):,}")
+    windows = [layer.selection.window for layer in spec.layer_stack if isinstance(layer.selection, WindowSelection)]
+    if windows:
+        growing = sum(
+            layer.kv_bytes_per_token(kv_dtype)
+            for layer in spec.layer_stack
+            if not isinstance(layer.selection, WindowSelection)
+        )
+        print(
+            f"window layers keep at most {max(windows):,} tokens, so past that context the cache grows by "
+            f"{growing:,} B per token"
+        )
     return 0

@@ -76,7 +76,7 @@ def format_sizing(result: SizingResult) -> str:
     if result.target_tpot_s is not None:
         targets.append(f"TPOT <= {result.target_tpot_s:g} s")
     lines = [
-        f"{result.model} on {result.hardware}: {result.concurrency} sequence(s) of {result.context:,} tokens"
+        f"{result.model} on {result.hardware}: {_count(result.concurrency, 'sequence')} of {result.context:,} tokens"
         + (f", {', '.join(targets)}" if targets else "")
         + f"; {_count(len(result.evaluated), 'plan')} counted up to {_count(result.max_gpus, 'device')}, "
         f"{result.timed} fit and were timed",

@@ -370,11 +370,12 @@ def _devices(n: int) -> str:
 def _memory_shortfall(results: list[PlanResult], context: int, concurrency: int, max_gpus: int) -> str:
     closest = max(results, key=lambda r: r.memory.headroom_bytes)
     memory = closest.memory
+    sequences = f"{concurrency} sequence" if concurrency == 1 else f"{concurrency} sequences"
     return (
-        f"memory: no plan of up to {_devices(max_gpus)} holds {concurrency} sequence(s) of {context:,} tokens; "
+        f"memory: no plan of up to {_devices(max_gpus)} holds {sequences} of {context:,} tokens; "
         f"the closest ({closest.describe()}, {_devices(closest.gpus)}) needs {_gib(memory.used_bytes)} on its busiest "
         f"device, {_gib(-memory.headroom_bytes)} more than the usable {_gib(memory.usable_bytes)} "
-        f"({memory.memory_fraction:g} of {_gib(memory.memory_bytes)})"
+        f"({memory.memory_fraction:g} of {_gib(memory.memory_bytes)}); allow more devices or pick a smaller KV dtype"
     )
 
 
@@ -384,9 +385,19 @@ def _target_shortfall(fitting: list[PlanResult], metric: str, target: float) -> 
     if value <= target:
         return None
     return (
-        f"{metric.upper()}: the fastest plan that fits ({best.describe()}, {_devices(best.gpus)}) takes {value:.4g} s, "
-        f"{value - target:.4g} s over the target {target:g} s ({value / target:.2f}x)"
+        f"{metric.upper()}: the fastest plan that fits ({best.describe()}, {_devices(best.gpus)}) takes "
+        f"{_seconds(value)}, {_seconds(value - target)} over the target {_seconds(target)} ({value / target:.3g}x); "
+        "allow more devices or relax the target"
     )
+
+
+def _seconds(value: float) -> str:
+    """Format a time in s, ms or us with 3 significant digits."""
+    if value >= 1:
+        return f"{value:.3g} s"
+    if value >= 1e-3:
+        return f"{value * 1e3:.3g} ms"
+    return f"{value * 1e6:.3g} us"
 
 
 def explain_shortfall(

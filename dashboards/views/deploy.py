@@ -59,9 +59,11 @@ if busiest.memory_bytes > usable:
     )
 
 stages = " Each pipeline stage is timed on its slowest device." if plan.pp > 1 else ""
+replicas = f"{plan.dp} replica" if plan.dp == 1 else f"{plan.dp} replicas"
+batch = f"{capacity.batch} sequence" if capacity.batch == 1 else f"{capacity.batch} sequences"
 st.caption(
     f"Times are estimates from the {profile.name} profile ({times.provenance}, confidence {times.confidence}); "
-    f"each of the {plan.dp} replica(s) runs {capacity.batch} sequence(s).{stages}"
+    f"each of the {replicas} runs {batch}.{stages}"
 )
 columns = st.columns(6)
 columns[0].metric("busiest device memory", human_bytes(busiest.memory_bytes))
@@ -145,7 +147,8 @@ with export.stop_on_bad_input():
         spec, context, profile, workload.batch, target_ttft_s or None, target_tpot_s or None, int(max_gpus),
         int(search_chunk), memory_fraction, overlap,
     )
-st.caption(f"ctxsim.size, for {workload.batch} sequence(s) of {inputs.format_tokens(context)} tokens; searched: {searched}.")
+sequences = "sequence" if workload.batch == 1 else "sequences"
+st.caption(f"ctxsim.size, for {workload.batch} {sequences} of {inputs.format_tokens(context)} tokens; searched: {searched}.")
 for line in shortfall:
     st.warning(line)
 if not plans.empty:
