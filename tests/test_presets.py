@@ -197,3 +197,16 @@ def test_mla_presets_use_mla():
 def test_gqa_presets_use_gqa():
     for name in ("llama-3.1-8b", "qwen3-235b-a22b", "minimax-m2", "minimax-m3", "gemma-3-27b"):
         assert all(isinstance(layer.attention, GQAAttention) for layer in ctxsim.load_model(name).layer_stack), name
+
+
+def test_show_text_gives_heads_and_window_growth(capsys):
+    assert cli_main(["show", "gemma-3-27b"]) == 0
+    out = capsys.readouterr().out
+    assert "32 q / 16 kv heads x 128" in out
+    # 10 global layers of 2 * 16 * 128 * 2 B = 8192 B keep growing; the 52 local ones stop at 1024 tokens.
+    assert "window layers keep at most 1,024 tokens, so past that context the cache grows by 81,920 B per token" in out
+
+
+def test_show_text_gives_mla_ranks(capsys):
+    assert cli_main(["show", "glm-5.2"]) == 0
+    assert "64 heads, q_lora 2048, kv_lora 512 + rope 64" in capsys.readouterr().out
