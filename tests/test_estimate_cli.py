@@ -100,3 +100,18 @@ def test_console_script_runs():
         capture_output=True, text=True, check=True,
     ).stdout
     assert "decode step at context 1,048,576" in out
+
+
+def test_context_above_max_context_noted(capsys):
+    assert main(["estimate", "--model", "gemma-3-27b", "--context", "1m", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["context"] == 1_048_576
+    assert captured.err == (
+        "note: context 1,048,576 is above gemma-3-27b's max_context 131,072; "
+        "the counts extrapolate past what the model supports\n"
+    )
+
+
+def test_context_within_max_context_quiet(capsys):
+    assert main(["estimate", "--model", "gemma-3-27b", "--context", "128k"]) == 0
+    assert capsys.readouterr().err == ""

@@ -137,3 +137,11 @@ def test_estimate_without_hardware_unchanged(capsys):
     assert main(["estimate", "--model", "llama-3.1-8b", "--context", "4k", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert "time" not in out
+
+
+def test_capacity_above_model_limit_noted(capsys):
+    # Memory on 8 H100s holds more than Llama 3.1 70B's 131,072-token max_position_embeddings.
+    assert main(["estimate", "--model", "llama-3.1-70b", "--context", "128k", "--hardware", "h100-sxm", "--tp", "8"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("(memory allows ")
+    assert last.endswith(" tokens, but llama-3.1-70b supports up to 131,072)")

@@ -263,4 +263,6 @@ def run_timed(args: argparse.Namespace, spec: ModelSpec, workload: Workload, for
         return 0
     print(format_report(report))
     print(format_timing(times, capacity, max_sequences, max_context, plan, profile.name, counts))
+    if spec.max_context is not None and max_context > spec.max_context:
+        print(f"(memory allows {max_context:,} tokens, but {spec.name} supports up to {spec.max_context:,})")
     return 0
