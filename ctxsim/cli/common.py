@@ -15,11 +15,11 @@ _SUFFIX = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 
 
 def parse_tokens(text: str) -> int:
-    """Parse a token count such as ``4096``, ``128k`` or ``1m`` (k = 1024) into an int."""
+    """Parse a token count such as ``4096``, ``128k``, ``1m`` or ``1g`` (k = 1024) into an int."""
     match = re.fullmatch(r"\s*(\d+)\s*([kKmMgG]?)\s*", text)
     if not match:
         raise argparse.ArgumentTypeError(
-            f"invalid token count '{text}': use a positive integer or a k/m suffix such as 128k or 1m"
+            f"invalid token count '{text}': use a positive integer or a k/m/g suffix such as 128k or 1m"
         )
     value = int(match.group(1)) * _SUFFIX[match.group(2).lower()]
     if value <= 0:
