@@ -115,3 +115,18 @@ def test_context_above_max_context_noted(capsys):
 def test_context_within_max_context_quiet(capsys):
     assert main(["estimate", "--model", "gemma-3-27b", "--context", "128k"]) == 0
     assert capsys.readouterr().err == ""
+
+
+def test_text_kv_line_names_policy(capsys):
+    # Llama 3.1 8B: 32 layers x 2 x 8 KV heads x 128 x 2 B = 128 KiB per token, 16 GiB at 128k.
+    assert main(["estimate", "--model", "llama-3.1-8b", "--context", "128k", "--kv-policy", "paged"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "MLA mode" not in lines[0]
+    assert "KV cache (bf16, in pages of 64 tokens): 16 GiB per sequence; 16 GiB for the batch" in lines
+
+
+def test_text_kv_line_splits_parts(capsys):
+    # Gemma 3 27B at 128k: 10 global layers x 8 KiB x 131072 = 10 GiB, 52 local x 8 KiB x 1024 = 416 MiB.
+    assert main(["estimate", "--model", "gemma-3-27b", "--context", "128k"]) == 0
+    out = capsys.readouterr().out
+    assert "KV cache (bf16, exact size): 10.4 GiB per sequence (main 10 GiB, window 416 MiB)" in out

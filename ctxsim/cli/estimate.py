@@ -152,9 +152,11 @@ def format_report(report: CostReport) -> str:
     """Format the text output of ``ctxsim estimate``: one op table per phase, then memory."""
     workload = report.workload
     context = report.extras.get("context", workload.context)
+    has_mla = any(op.name == "attn.kv_down" for op in report.ops)
+    mla = f", MLA mode {workload.mla_mode}" if has_mla else ""
     lines = [
-        f"{report.model}: context {context:,} tokens, batch {workload.batch}, execution {workload.execution}, "
-        f"MLA mode {workload.mla_mode}; ops summed over the layers of each kind"
+        f"{report.model}: context {context:,} tokens, batch {workload.batch}, execution {workload.execution}"
+        f"{mla}; ops summed over the layers of each kind"
     ]
     if report.phase_ops("prefill"):
         chunks = f" in chunks of {workload.chunk_size:,}" if workload.chunk_size else ""
@@ -169,11 +171,13 @@ def format_report(report: CostReport) -> str:
         )
 
     kv = report.kv_cache
-    parts = ", ".join(f"{name} {human_bytes(value)}" for name, value in kv.by_component.items() if value)
+    nonzero = {name: value for name, value in kv.by_component.items() if value}
+    parts = f" ({', '.join(f'{name} {human_bytes(value)}' for name, value in nonzero.items())})" if len(nonzero) > 1 else ""
+    policy = f"in pages of {workload.page_size} tokens" if kv.policy == "paged" else "exact size"
     lines += [
         "",
-        f"KV cache ({kv.kv_dtype}, policy {kv.policy}): {human_bytes(kv.bytes_per_sequence)} per sequence"
-        f" ({parts}); {human_bytes(kv.bytes_per_device)} for the batch",
+        f"KV cache ({kv.kv_dtype}, {policy}): {human_bytes(kv.bytes_per_sequence)} per sequence"
+        f"{parts}; {human_bytes(kv.bytes_per_device)} for the batch",
         f"weights: {human_bytes(report.weights_bytes)}; prefill activation peak: "
         f"{human_bytes(report.activation_peak_bytes)}",
     ]
