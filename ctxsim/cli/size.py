@@ -68,7 +68,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run_size)
 
 
-def format_sizing(result: SizingResult) -> str:
+def format_sizing(result: SizingResult, chunk_size: int | None = None) -> str:
     """Format the Pareto set as a table, or the shortfall when no plan is feasible."""
     targets = []
     if result.target_ttft_s is not None:
@@ -111,9 +111,11 @@ def format_sizing(result: SizingResult) -> str:
             "ls: LayerSplit; its decode step broadcasts each layer's whole cached history, hence the long TPOT "
             "(deployments use it for prefill and decode on other devices)."
         )
+    chunks = f" in chunks of {chunk_size:,} tokens" if chunk_size else ""
     lines.append(
-        "TTFT: prefill of one prompt through the pipeline; TPOT: one decode step of each replica's sequences; "
-        "mem/GPU and headroom: the busiest device against the usable share. Estimates from the profile's priors."
+        f"TTFT: prefill of one prompt{chunks} through the pipeline; TPOT: one decode step of each replica's sequences; "
+        "mem/GPU and headroom: the busiest device against the usable share. "
+        "Times are estimates from the hardware profile, not measurements."
     )
     return "\n".join(lines)
 
@@ -149,6 +151,6 @@ def run_size(args: argparse.Namespace) -> int:
     if args.json:
         print_json(result.to_dict())
     else:
-        print(format_sizing(result))
+        print(format_sizing(result, args.chunk_size))
     # Status 1 when no plan meets the request, so scripts can tell a shortfall from a plan.
     return 0 if result.plans else 1
