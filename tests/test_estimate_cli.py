@@ -130,3 +130,11 @@ def test_text_kv_line_splits_parts(capsys):
     assert main(["estimate", "--model", "gemma-3-27b", "--context", "128k"]) == 0
     out = capsys.readouterr().out
     assert "KV cache (bf16, exact size): 10.4 GiB per sequence (main 10 GiB, window 416 MiB)" in out
+
+
+def test_cached_context_with_decode_only_rejected(capsys):
+    code = main(["estimate", "--model", "llama-3.1-70b", "--context", "4k", "--cached-context", "4k", "--phase", "decode"])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert err[0].endswith("cached_context 4096 applies to the prefill only: leave it out with phase decode")

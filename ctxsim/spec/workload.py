@@ -48,6 +48,10 @@ class Workload(BaseModel):
 
     @model_validator(mode="after")
     def _cached_context_below_context(self) -> "Workload":
+        if self.phase == "decode" and self.cached_context:
+            raise ValueError(
+                f"cached_context {self.cached_context} applies to the prefill only: leave it out with phase decode"
+            )
         if self.cached_context >= self.context:
             raise ValueError(
                 f"cached_context {self.cached_context} must be less than context {self.context}: "
