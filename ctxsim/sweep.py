@@ -447,7 +447,18 @@ def _template(options: dict[str, Any], contexts: np.ndarray, batches: np.ndarray
         raise SpecError(f"invalid workload option: {err}") from None
 
 
-def _column_order(names: set[str], phases: tuple[str, ...]) -> list[str]:
+def _column_order(names: set[str], phases: tuple[str, ...], timed: bool = False) -> list[str]:
+    """Order the output columns.
+
+    When the sweep reports op kinds, every kind gets its columns (0 when no op has that kind), so
+    sweeps of different models can be joined. Time columns come only with hardware.
+    """
+    kinds = {name for phase in phases for name in kind_columns(phase)}
+    if names & kinds:
+        names = names | kinds
+    kind_times = {f"{phase}_{kind}_s" for phase in phases for kind in OP_KINDS}
+    if timed and names & kind_times:
+        names = names | kind_times
     order = [f"{phase}_{q}" for phase in phases for q in QUANTITIES]
     order += [name for phase in phases for name in kind_columns(phase)]
     order += kv_columns()[:-1] + ["kv_scratch_bytes_per_sequence", "kv_bytes_per_device"]
@@ -583,7 +594,8 @@ def _frame(blocks: list[tuple[dict[str, Any], dict[str, np.ndarray], bool]], pha
     """
     import pandas as pd
 
-    names = _column_order(set().union(*(values for _, values, _ in blocks)), phases)
+    any_timed = any(timed for _, _, timed in blocks)
+    names = _column_order(set().union(*(values for _, values, _ in blocks)), phases, any_timed)
     frames = []
     for ids, values, timed in blocks:
         n_points = len(ids["context_tokens"])

@@ -114,3 +114,20 @@ def test_sweep_missing_folder_exit_2(capsys, tmp_path):
     code, _, err = run(capsys, "--models", "glm-5", "--context", "4k", "--out", str(tmp_path / "no" / "x.csv"))
     assert code == 2
     assert "does not exist" in err
+
+
+def test_sweep_notes_contexts_above_max_context(capsys):
+    code, _, err = run(capsys, "--models", "llama-3.1-70b", "--context", "128k,1m")
+    assert code == 0
+    assert err.strip().splitlines() == [
+        "note: context 1,048,576 is above llama-3.1-70b's max_context 131,072; "
+        "the counts extrapolate past what the model supports"
+    ]
+
+
+def test_sweep_columns_same_for_every_model(capsys):
+    # Kind columns are written even when a model has no op of that kind (llama has no top-k select).
+    _, llama, _ = run(capsys, "--models", "llama-3.1-70b", "--context", "4k")
+    _, glm, _ = run(capsys, "--models", "glm-5", "--context", "4k")
+    assert llama.splitlines()[0] == glm.splitlines()[0]
+    assert "prefill_select_flops" in llama.splitlines()[0].split(",")

@@ -9,6 +9,7 @@ import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from ctxsim.spec.model import ModelSpec
     from ctxsim.spec.workload import Workload
 
 _SUFFIX = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
@@ -115,3 +116,13 @@ def format_table(
         lines.append("  ".join(cells).rstrip())
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def note_context_limit(spec: "ModelSpec", context: int) -> None:
+    """Write a note on stderr when ``context`` is above the model's max_context."""
+    if spec.max_context is not None and context > spec.max_context:
+        # The counts still follow the formulas, but the model was not built for this context.
+        sys.stderr.write(
+            f"note: context {context:,} is above {spec.name}'s max_context {spec.max_context:,}; "
+            "the counts extrapolate past what the model supports\n"
+        )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from ctxsim.cli import plan_args, timing
 from ctxsim.cli.per_device import format_per_device
@@ -12,6 +11,7 @@ from ctxsim.cli.common import (
     format_table,
     human_bytes,
     human_count,
+    note_context_limit,
     parse_non_negative_tokens,
     parse_tokens,
     positive_int,
@@ -79,13 +79,7 @@ def _workload(args: argparse.Namespace) -> Workload:
 
 def run_estimate(args: argparse.Namespace) -> int:
     spec = load_model(args.model)
-    if spec.max_context is not None and args.context > spec.max_context:
-        # Counts still follow the formulas, but the model was not built for this context.
-        print(
-            f"note: context {args.context:,} is above {spec.name}'s max_context {spec.max_context:,}; "
-            "the counts extrapolate past what the model supports",
-            file=sys.stderr,
-        )
+    note_context_limit(spec, args.context)
     if args.hardware is not None:
         return timing.run_timed(args, spec, _workload(args), format_report)
     if args.gpus is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ctxsim.cli.sweep import add_grid_arguments, note_dropped_points, sweep_kwargs
+from ctxsim.cli.sweep import add_grid_arguments, note_context_limits, note_dropped_points, sweep_kwargs
 
 KINDS = {
     "flops": "FLOPs per token against context, per model",
@@ -40,6 +40,7 @@ def run_plot(args: argparse.Namespace) -> int:
         raise SpecError("the time plot needs a hardware profile: add --hardware, such as --hardware h200")
     note_dropped_points(args)
     frame = sweep(**kwargs, by_kind=args.kind == "time")
+    note_context_limits(frame)
     save_figure(PLOTS[args.kind](frame), args.out)
     sys.stderr.write(f"wrote the {args.kind} plot to {args.out}\n")
     return 0

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ctxsim.cli.common import positive_int
+from ctxsim.cli.common import note_context_limit, positive_int
 from ctxsim.cli.timing import fraction
 from ctxsim.spec.dtypes import KV_DTYPES
 from ctxsim.spec.errors import SpecError
@@ -130,6 +130,15 @@ def note_dropped_points(args: argparse.Namespace) -> None:
         )
 
 
+def note_context_limits(frame: Any) -> None:
+    """Write a note on stderr for each swept model whose largest context is above its max_context."""
+    from ctxsim.spec import load_model
+
+    for name in frame["model"].unique():
+        rows = frame["model"] == name
+        note_context_limit(load_model(str(name)), int(frame.loc[rows, "context_tokens"].max()))
+
+
 def check_output_path(path: str, formats: tuple[str, ...]) -> str:
     """Return the format (the suffix) of ``path``, or raise SpecError naming the ones allowed."""
     suffix = Path(path).suffix.lower()
@@ -147,6 +156,7 @@ def run_sweep(args: argparse.Namespace) -> int:
     kwargs = sweep_kwargs(args)
     note_dropped_points(args)
     frame = sweep(**kwargs, by_kind=args.by_kind)
+    note_context_limits(frame)
 
     if args.out is None:
         frame.to_csv(sys.stdout, index=False)
