@@ -145,3 +145,21 @@ def test_capacity_above_model_limit_noted(capsys):
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last.startswith("(memory allows ")
     assert last.endswith(" tokens, but llama-3.1-70b supports up to 131,072)")
+
+
+def test_cp_over_window_model_has_capacity(capsys):
+    # Mistral 7B keeps a 4096-token window, so of 4 cp ranks over 32k only the last holds KV:
+    # 4096 tokens x 32 layers x 2 x 8 KV heads x 128 x 2 B = 512 MiB. The others set no limit.
+    argv = ["estimate", "--model", "mistral-7b-v0.1", "--context", "32k", "--hardware", "h100-sxm", "--cp", "4"]
+    assert main([*argv, "--phase", "prefill"]) == 0
+    out = capsys.readouterr().out
+    assert "+ KV 512 MiB (1 sequence)" in out
+    assert "capacity per replica: " in out
+
+
+def test_memory_fraction_zero_rejected(capsys):
+    argv = ["estimate", "--model", "llama-3.1-8b", "--context", "4k", "--hardware", "h100-sxm", "--memory-fraction", "0"]
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    assert "invalid memory fraction 0: use a value above 0 and at most 1" in capsys.readouterr().err

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ctxsim.cli.common import format_table, human_bytes, human_seconds, parse_tokens, positive_int, print_json
-from ctxsim.cli.timing import fraction
+from ctxsim.cli.timing import fraction, memory_fraction
 from ctxsim.spec.dtypes import KV_DTYPES
 from ctxsim.time.capacity import DEFAULT_MEMORY_FRACTION
 from ctxsim.time.size import DEFAULT_CHUNK_SIZE, DEFAULT_MAX_GPUS, SizingResult, size
@@ -57,7 +57,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
         help="KV dtype to consider; repeat for several (default: every dtype that applies to the model).",
     )
     parser.add_argument(
-        "--memory-fraction", type=fraction, default=DEFAULT_MEMORY_FRACTION,
+        "--memory-fraction", type=memory_fraction, default=DEFAULT_MEMORY_FRACTION,
         help=f"Share of device memory the engine may use (default {DEFAULT_MEMORY_FRACTION}).",
     )
     parser.add_argument(

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ctxsim.cli.common import note_context_limit, positive_int
-from ctxsim.cli.timing import fraction
+from ctxsim.cli.timing import fraction, memory_fraction
 from ctxsim.spec.dtypes import KV_DTYPES
 from ctxsim.spec.errors import SpecError
 from ctxsim.sweep import DEFAULT_POINTS, context_grid, parse_token_count, write_atomically
@@ -63,7 +63,7 @@ def add_grid_arguments(parser: argparse.ArgumentParser) -> None:
         "--overlap", type=fraction, default=0.0, help="Fraction of communication hidden behind compute, 0 to 1 (default 0)."
     )
     grid.add_argument(
-        "--memory-fraction", type=fraction, default=DEFAULT_MEMORY_FRACTION,
+        "--memory-fraction", type=memory_fraction, default=DEFAULT_MEMORY_FRACTION,
         help=f"Share of device memory usable for the memory_fits column (default {DEFAULT_MEMORY_FRACTION}).",
     )
 

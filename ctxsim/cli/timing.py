@@ -36,6 +36,14 @@ def fraction(text: str) -> float:
     return value
 
 
+def memory_fraction(text: str) -> float:
+    """Parse a share of device memory in (0, 1] for argparse."""
+    value = fraction(text)
+    if value == 0.0:
+        raise argparse.ArgumentTypeError("invalid memory fraction 0: use a value above 0 and at most 1, such as 0.9")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("hardware and plan (adds times, memory fit and capacity)")
     group.add_argument("--hardware", default=None, help="Hardware profile name or YAML path (see 'ctxsim hardware').")
@@ -55,7 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "every collective, LayerSplit broadcasts included (default 0).",
     )
     group.add_argument(
-        "--memory-fraction", type=fraction, default=DEFAULT_MEMORY_FRACTION,
+        "--memory-fraction", type=memory_fraction, default=DEFAULT_MEMORY_FRACTION,
         help=f"Share of device memory the engine may use (default {DEFAULT_MEMORY_FRACTION}).",
     )
 

@@ -231,7 +231,17 @@ def plan_max_sequences(
     """
     profile = load_hardware(hardware) if isinstance(hardware, str) else hardware
     _check_fraction(memory_fraction)
-    return min(device_capacity(d, profile, memory_fraction, reserve_bytes).max_sequences for d in counts.devices)
+    limits = []
+    for device in counts.devices:
+        capacity = device_capacity(device, profile, memory_fraction, reserve_bytes)
+        if capacity.kv_bytes_per_sequence > 0:
+            limits.append(capacity.max_sequences)
+        elif capacity.kv_budget_bytes < 0:
+            # Holds no KV of this context (a cp rank outside every window) but its weights do not fit.
+            limits.append(0)
+    if not limits:
+        raise ValueError("no device of the plan holds KV for this context, so KV sets no limit on sequences")
+    return min(limits)
 
 
 def max_context_for_plan(
