@@ -163,3 +163,15 @@ def test_memory_fraction_zero_rejected(capsys):
         main(argv)
     assert info.value.code == 2
     assert "invalid memory fraction 0: use a value above 0 and at most 1" in capsys.readouterr().err
+
+
+def test_json_scope_names_the_device(capsys):
+    argv = ["estimate", "--model", "glm-5.2", "--context", "128k", "--tp", "8", "--json"]
+    assert main(argv) == 0
+    whole = json.loads(capsys.readouterr().out)
+    assert (whole["scope"], whole["device_rank"]) == ("model", None)
+    assert main([*argv, "--hardware", "h200"]) == 0
+    device = json.loads(capsys.readouterr().out)
+    assert (device["scope"], device["device_rank"]) == ("device", 0)
+    # The device holds 1/8 of the routed experts, so its weights are far below the whole model's.
+    assert device["weights_bytes"] < whole["weights_bytes"] / 4

@@ -148,8 +148,10 @@ def format_report(report: CostReport) -> str:
     context = report.extras.get("context", workload.context)
     has_mla = any(op.name == "attn.kv_down" for op in report.ops)
     mla = f", MLA mode {workload.mla_mode}" if has_mla else ""
+    rank = report.extras.get("rank")
+    scope = "" if rank is None else f", device rank {rank} (the plan's device that needs the most memory)"
     lines = [
-        f"{report.model}: context {context:,} tokens, batch {workload.batch}, execution {workload.execution}"
+        f"{report.model}{scope}: context {context:,} tokens, batch {workload.batch}, execution {workload.execution}"
         f"{mla}; ops summed over the layers of each kind"
     ]
     if report.phase_ops("prefill"):

@@ -159,8 +159,12 @@ def report_to_dict(report: CostReport) -> dict[str, Any]:
     its weight reads.
     """
     workload = report.workload
+    rank = report.extras.get("rank")
     out: dict[str, Any] = {
         "model": report.model,
+        # "model": the whole model on one device; "device": one device of the plan (rank "device_rank").
+        "scope": "model" if rank is None else "device",
+        "device_rank": rank,
         "context": _plain(report.extras.get("context", workload.context)),
         "batch": workload.batch,
         "cached_context": workload.cached_context,
