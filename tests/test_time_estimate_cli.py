@@ -175,3 +175,13 @@ def test_json_scope_names_the_device(capsys):
     assert (device["scope"], device["device_rank"]) == ("device", 0)
     # The device holds 1/8 of the routed experts, so its weights are far below the whole model's.
     assert device["weights_bytes"] < whole["weights_bytes"] / 4
+
+
+def test_unchunked_prefill_that_does_not_fit_suggests_chunks(capsys):
+    argv = ["estimate", "--model", "glm-5.2", "--context", "1m", "--hardware", "h200", "--tp", "8", "--pp", "2"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "does NOT fit" in out
+    assert "(the prefill runs as one chunk of 1,048,576 tokens; a chunk size such as --chunk-size 8k" in out
+    assert main([*argv, "--chunk-size", "8k"]) == 0
+    assert "the prefill runs as one chunk" not in capsys.readouterr().out

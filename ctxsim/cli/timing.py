@@ -271,6 +271,11 @@ def run_timed(args: argparse.Namespace, spec: ModelSpec, workload: Workload, for
         return 0
     print(format_report(report))
     print(format_timing(times, capacity, max_sequences, max_context, plan, profile.name, counts))
+    if not capacity.fits and workload.chunk_size is None and workload.phase != "decode":
+        print(
+            f"(the prefill runs as one chunk of {workload.new_tokens:,} tokens; a chunk size such as "
+            "--chunk-size 8k, which ctxsim size uses, lowers the activation peak)"
+        )
     if spec.max_context is not None and max_context > spec.max_context:
         print(f"(memory allows {max_context:,} tokens, but {spec.name} supports up to {spec.max_context:,})")
     return 0
