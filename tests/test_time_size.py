@@ -185,3 +185,13 @@ def test_cli_size_rejects_negative_target(capsys):
     with pytest.raises(SystemExit) as info:
         main(["size", "--model", "llama-3.1-8b", "--context", "4k", "--hardware", "h100-sxm", "--target-tpot", "-1"])
     assert info.value.code == 2
+
+
+def test_cli_size_json_has_settings_and_whole_bytes(capsys):
+    argv = ["size", "--model", "llama-3.1-8b", "--context", "32k", "--hardware", "h100-sxm", "--json"]
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["chunk_size"], out["memory_fraction"], out["overlap"]) == (8192, 0.9, 0.0)
+    row = out["plans"][0]
+    assert type(row["memory_usable_bytes"]) is int
+    assert type(row["memory_headroom_bytes"]) is int

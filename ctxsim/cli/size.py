@@ -54,7 +54,10 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--kv-dtype", choices=KV_DTYPES, action="append", default=None,
-        help="KV dtype to consider; repeat for several (default: every dtype that applies to the model).",
+        help=(
+            "KV dtype to consider; repeat for several (default: every dtype the model and hardware support; "
+            "nvfp4 only on hardware with FP4 units)."
+        ),
     )
     parser.add_argument(
         "--memory-fraction", type=memory_fraction, default=DEFAULT_MEMORY_FRACTION,
@@ -149,7 +152,9 @@ def run_size(args: argparse.Namespace) -> int:
         overlap=args.overlap,
     )
     if args.json:
-        print_json(result.to_dict())
+        # The search settings, so that a row can be reproduced with ctxsim estimate.
+        settings = {"chunk_size": args.chunk_size, "memory_fraction": args.memory_fraction, "overlap": args.overlap}
+        print_json({**result.to_dict(), **settings})
     else:
         print(format_sizing(result, args.chunk_size))
     # Status 1 when no plan meets the request, so scripts can tell a shortfall from a plan.

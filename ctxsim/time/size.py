@@ -116,8 +116,9 @@ class PlanResult:
             "tokens_per_s_per_device": self.tokens_per_s / self.gpus,
             "sequences_per_replica": self.memory.batch,
             "memory_used_bytes": self.memory.used_bytes,
-            "memory_usable_bytes": self.memory.usable_bytes,
-            "memory_headroom_bytes": self.memory.headroom_bytes,
+            # Whole bytes: the usable share of memory is a fraction of the device's bytes.
+            "memory_usable_bytes": math.floor(self.memory.usable_bytes),
+            "memory_headroom_bytes": math.floor(self.memory.headroom_bytes),
             "fits": self.memory.fits,
             "meets_ttft": self.meets_ttft,
             "meets_tpot": self.meets_tpot,
