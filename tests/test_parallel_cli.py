@@ -41,7 +41,7 @@ def test_estimate_invalid_plan_exits_2(capsys):
 
 def test_estimate_ep_rule_exits_2(capsys):
     assert main(["estimate", "--model", "deepseek-v3", "--context", "4k", "--tp", "2", "--ep", "4"]) == 2
-    assert "ep 4 does not divide the expert group" in capsys.readouterr().err
+    assert "ep 4 exceeds the expert group (tp 2 = 2 ranks)" in capsys.readouterr().err
 
 
 def test_estimate_pp_layers_parse_error(capsys):

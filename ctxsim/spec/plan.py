@@ -76,8 +76,9 @@ class ParallelPlan(BaseModel):
         if group % self.ep:
             shape = f"tp {self.tp} x dp {self.dp}" if self.attention_dp else f"tp {self.tp}"
             hint = " or set attention_dp so that dp ranks share experts" if not self.attention_dp and self.dp > 1 else ""
+            relation = "exceeds" if self.ep > group else "does not divide"
             raise ValueError(
-                f"ep {self.ep} does not divide the expert group ({shape} = {group} ranks): use an ep that divides it{hint}"
+                f"ep {self.ep} {relation} the expert group ({shape} = {group} ranks): use an ep that divides it{hint}"
             )
         return self
 
@@ -314,7 +315,7 @@ def _check_cp(spec, plan: ParallelPlan, workload, fail) -> None:
     if workload.phase != "prefill":
         fail(
             f"cp {plan.cp} splits a prompt's prefill; decode with cp is not modelled: use phase prefill "
-            "(--phase prefill)"
+            "(--phase prefill), and for decode count the cp ranks as dp replicas, as ctxsim size does"
         )
     tokens = workload.new_tokens
     if workload.chunk_size is not None and workload.chunk_size < tokens:
