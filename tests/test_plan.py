@@ -41,6 +41,8 @@ def test_moe_tp_is_group_over_ep():
 
 def test_ep_must_divide_expert_group():
     with pytest.raises(ValidationError, match="ep 3 does not divide the expert group"):
+        ParallelPlan(tp=4, ep=3)
+    with pytest.raises(ValidationError, match="ep 3 exceeds the expert group"):
         ParallelPlan(tp=2, ep=3)
 
 
