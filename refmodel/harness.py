@@ -108,16 +108,20 @@ def kv_allocated(model: RefModel, caches: list[LayerCache], batch: int, kv_dtype
 def counted_weight_bytes(model: RefModel) -> int:
     """Bytes of the model's weights in the spec's dtypes, norms excluded as ModelSpec.n_params does."""
     spec = model.spec
-    routed = 0
-    rest = 0
+    routed = vocab = rest = 0
     for name, param in model.named_parameters():
         if "norm" in name:
             continue
         if ".experts." in name and ".shared." not in name:
             routed += param.numel()
+        elif name in ("embedding", "lm_head"):
+            vocab += param.numel()
         else:
             rest += param.numel()
-    return weight_bytes(rest, spec.weight_dtype) + weight_bytes(routed, spec.expert_weight_dtype or spec.weight_dtype)
+    expert_dtype = spec.expert_weight_dtype or spec.weight_dtype
+    return (
+        weight_bytes(rest, spec.weight_dtype) + weight_bytes(routed, expert_dtype) + weight_bytes(vocab, spec.vocab_dtype)
+    )
 
 
 def _ops_from_tallies(model: RefModel, counter: Counter) -> list[Op]:

@@ -99,7 +99,7 @@ class RefModel(nn.Module):
             if counter.enabled:
                 rows = tokens.numel()
                 counter.add(
-                    bytes_read=rows * weight_bytes(spec.d_model, spec.weight_dtype) + rows * INDEX_BYTES,
+                    bytes_read=rows * weight_bytes(spec.d_model, spec.vocab_dtype) + rows * INDEX_BYTES,
                     bytes_written=activation_bytes(x),
                 )
 
@@ -116,6 +116,6 @@ class RefModel(nn.Module):
             if logits:
                 with counter.op("lm_head"):
                     head = self.embedding if self.lm_head is None else self.lm_head
-                    out = linear(counter, hidden[:, -1], head, None, spec.weight_dtype)
+                    out = linear(counter, hidden[:, -1], head, None, spec.vocab_dtype)
                     counter.add(bytes_written=out.numel() * SCORE_BYTES - activation_bytes(out))
         return hidden, out

@@ -172,3 +172,23 @@ def test_context_must_exceed_cached():
 def test_fp8_ds_mla_on_gqa_raises():
     with pytest.raises(SpecError, match="fp8_ds_mla"):
         run("minimax-m3", 1000, kv_dtype="fp8_ds_mla")
+
+
+def test_fp8_release_keeps_vocab_matrices_in_bf16():
+    # DeepSeek-V3 ships fp8 linear layers but a bf16 embedding and LM head (129280 x 7168 each).
+    spec = ctxsim.load_model("deepseek-v3")
+    vocab = 129280 * 7168
+    assert spec.weight_bytes() == (spec.n_params - 2 * vocab) * 1 + 2 * vocab * 2
+    decode = run(spec, 1000, phase="decode")
+    head = next(op for op in decode.ops if op.name == "lm_head")
+    assert head.weight_bytes_read == vocab * 2
+    assert head.dtype == "bf16"
+    embed = next(op for op in decode.ops if op.name == "embed")
+    assert embed.weight_bytes_read == 7168 * 2  # one bf16 row for the one decoded token
+
+
+def test_bf16_model_vocab_dtype_follows_weights():
+    spec = ctxsim.load_model("llama-3.1-8b")
+    assert spec.vocab_weight_dtype is None
+    assert spec.vocab_dtype == "bf16"
+    assert spec.weight_bytes() == 2 * spec.n_params

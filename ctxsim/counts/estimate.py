@@ -38,6 +38,7 @@ def _phase_run(spec: ModelSpec, workload: Workload, phase: str, span: Span, kv_d
         kv_dtype,
         workload.execution,
         workload.mla_mode,
+        spec.vocab_dtype,
     )
 
 

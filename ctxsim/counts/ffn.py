@@ -90,6 +90,7 @@ def _moe_ops(ffn: MoEFFN, kind: str, count: int, run: PhaseRun) -> list[Op]:
     act_flops = _act_flops(ffn.gated)
     routing = rows * k * (INDEX_BYTES + SCORE_BYTES)  # expert ids and gate weights per token
     ops = [
+        # NOTE: the router is read in the weight dtype; fp8 releases keep it in bf16 (a small share).
         gemm_op("moe.router", run, kind, count, rows, d, e, bias=ffn.router_bias, out_bytes=rows * e * SCORE_BYTES),
         elementwise_op("moe.topk", run, kind, count, TOPK_FLOPS_PER_CANDIDATE * rows * e, rows * e * SCORE_BYTES, routing),
     ]
@@ -126,10 +127,10 @@ def _moe_ops(ffn: MoEFFN, kind: str, count: int, run: PhaseRun) -> list[Op]:
 def embed_op(run: PhaseRun) -> Op:
     """Embedding lookup: reads one table row per token (and the token id), writes the row."""
     rows, d = run.rows, run.d_model
-    table_rows = weight_bytes(d, run.weight_dtype) * rows
+    table_rows = weight_bytes(d, run.vocab_dtype) * rows
     return Op(
         "embed", "gather", run.phase, 1, 0, 0,
-        table_rows + rows * INDEX_BYTES, rows * d * ACT, None, run.weight_dtype, table_rows,
+        table_rows + rows * INDEX_BYTES, rows * d * ACT, None, run.vocab_dtype, table_rows,
     )
 
 
@@ -144,6 +145,6 @@ def head_ops(run: PhaseRun, vocab_size: int) -> list[Op]:
         norm_op("final_norm", run, None, 1, run.rows),
         gemm_op(
             "lm_head", run, None, 1, lm_rows, run.d_model, vocab_size,
-            out_bytes=lm_rows * vocab_size * SCORE_BYTES, weight_reads=1,
+            out_bytes=lm_rows * vocab_size * SCORE_BYTES, weight_reads=1, weight_dtype=run.vocab_dtype,
         ),
     ]

@@ -288,12 +288,17 @@ def device_weight_bytes(spec: ModelSpec, plan: ParallelPlan, layout: DeviceLayou
         rest += dense
         routed += experts
     vocab_rows = ceil_div(spec.vocab_size, plan.tp)
+    vocab = 0
     if layout.pp_rank == 0:
-        rest += vocab_rows * d
+        vocab += vocab_rows * d
     if layout.pp_rank == plan.pp - 1 and (not spec.tie_word_embeddings or plan.pp > 1):
-        rest += vocab_rows * d
+        vocab += vocab_rows * d
     expert_dtype = spec.expert_weight_dtype or spec.weight_dtype
-    return weight_bytes(rest, spec.weight_dtype) + weight_bytes(routed, expert_dtype)
+    return (
+        weight_bytes(rest, spec.weight_dtype)
+        + weight_bytes(routed, expert_dtype)
+        + weight_bytes(vocab, spec.vocab_dtype)
+    )
 
 
 # ---------------------------------------------------------------------------------------------

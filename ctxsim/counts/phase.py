@@ -28,6 +28,7 @@ class PhaseRun:
     kv_dtype: str
     execution: str
     mla_mode: str
+    vocab_dtype: str
 
     @property
     def rows(self) -> Number:
@@ -55,18 +56,20 @@ def gemm_op(
     kv_bytes_read: Number = 0,
     kv_bytes_written: Number = 0,
     weight_reads: Number | None = None,
+    weight_dtype: str | None = None,
 ) -> Op:
     """Build the op of a matmul of ``rows`` tokens through ``heads`` matrices of d_in x d_out each.
 
     It reads its weights once per forward pass (``weight_reads`` times) and its input activation,
     and writes its output activation plus ``kv_bytes_written`` of cache. ``in_bytes`` and
     ``out_bytes`` replace the default bf16 activation sizes (``kv_bytes_read`` is part of
-    ``in_bytes`` when given).
+    ``in_bytes`` when given). ``weight_dtype`` replaces the run's weight dtype (the LM head).
     """
+    dtype = run.weight_dtype if weight_dtype is None else weight_dtype
     per_matrix = d_in * d_out
     n_weights = heads * per_matrix + (heads * d_out if bias else 0)
     reads = run.forwards if weight_reads is None else weight_reads
-    weights = weight_bytes(n_weights, run.weight_dtype) * reads
+    weights = weight_bytes(n_weights, dtype) * reads
     read_act = rows * heads * d_in * ACTIVATION_BYTES if in_bytes is None else in_bytes
     written = rows * heads * d_out * ACTIVATION_BYTES if out_bytes is None else out_bytes
     if bias:
@@ -81,7 +84,7 @@ def gemm_op(
         weights + read_act,
         written + kv_bytes_written,
         layer_kind,
-        run.weight_dtype,
+        dtype,
         weights,
         kv_bytes_read,
         kv_bytes_written,

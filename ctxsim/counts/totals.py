@@ -208,6 +208,7 @@ def _run(spec: ModelSpec, workload: Workload, phase: str, span: Any, batch: Any,
         kv_dtype,
         workload.execution,
         workload.mla_mode,
+        spec.vocab_dtype,
     )
 
 

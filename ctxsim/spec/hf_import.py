@@ -221,11 +221,13 @@ def _deepseek_ffns(cfg: _Config, n_layer: int, first_dense_default: Any = 0) -> 
     return [moe if flag else dense for flag in is_moe]
 
 
-def _weight_dtypes(configs: list[_Config]) -> tuple[str, str | None]:
-    """(weight dtype, routed-expert dtype) from torch_dtype / dtype and quantization_config.
+def _weight_dtypes(configs: list[_Config]) -> tuple[str, str | None, str | None]:
+    """(weight dtype, routed-expert dtype, vocabulary dtype) from torch_dtype / dtype and quantization_config.
 
     ``configs`` lists the text config first, then any wrapper around it; the first one holding a
-    key wins.
+    key wins. An fp8 quantization_config quantizes the linear layers only: the embedding and the
+    LM head keep the unquantized dtype (DeepSeek-V3 inference/model.py builds its head in the
+    default dtype; MiniMax-M2 lists lm_head in modules_to_not_convert).
     """
     weight_dtype = "bf16"
     dtype_keys = [(c, key) for c in configs for key in ("torch_dtype", "dtype") if c.has(key)]
@@ -236,12 +238,13 @@ def _weight_dtypes(configs: list[_Config]) -> tuple[str, str | None]:
             raise c.invalid(key, dtype_name, "one of " + ", ".join(_TORCH_DTYPES))
         weight_dtype = _TORCH_DTYPES[dtype_name]
 
-    expert_dtype = None
+    expert_dtype = vocab_dtype = None
     quant_holders = [c for c in configs if c.has("quantization_config")]
     if quant_holders:
         quant = quant_holders[0].nested("quantization_config", quant_holders[0].model_type)
         method = quant.raw("quant_method")
         if method == "fp8":
+            vocab_dtype = weight_dtype
             weight_dtype = "fp8"
         elif method == "mxfp4":
             expert_dtype = "mxfp4"
@@ -249,7 +252,7 @@ def _weight_dtypes(configs: list[_Config]) -> tuple[str, str | None]:
             raise quant.invalid(
                 "quant_method", method, "'fp8' or 'mxfp4' (remove quantization_config to model unquantized weights)"
             )
-    return weight_dtype, expert_dtype
+    return weight_dtype, expert_dtype, vocab_dtype
 
 
 # ---------------------------------------------------------------------------------------------
@@ -598,7 +601,7 @@ def model_from_hf_config(data: object, name: str, source: str = "") -> ModelSpec
 
     parts = _READERS[cfg.model_type](cfg)
     kinds, runs = _layer_kinds_and_runs(parts["layers"])
-    weight_dtype, expert_dtype = _weight_dtypes([cfg] if cfg is top else [cfg, top])
+    weight_dtype, expert_dtype, vocab_dtype = _weight_dtypes([cfg] if cfg is top else [cfg, top])
     max_context = cfg.optional_positive_int("max_position_embeddings")
     if max_context is None:
         max_context = parts.get("max_context_default")
@@ -614,6 +617,7 @@ def model_from_hf_config(data: object, name: str, source: str = "") -> ModelSpec
         "max_context": max_context,
         "weight_dtype": weight_dtype,
         "expert_weight_dtype": expert_dtype,
+        "vocab_weight_dtype": vocab_dtype,
         "kv_dtype": "bf16",
     }
     return model_from_dict(spec, source=source)

@@ -49,6 +49,9 @@ class ModelSpec(BaseModel):
     expert_weight_dtype: WeightDtype | None = Field(
         None, description="Dtype of routed-expert weights when it differs (gpt-oss: mxfp4)."
     )
+    vocab_weight_dtype: WeightDtype | None = Field(
+        None, description="Dtype of the embedding and LM head when it differs (fp8 releases keep them in bf16)."
+    )
     kv_dtype: KVDtype = Field("bf16", description="Default KV-cache dtype.")
     source: str = Field("", description="Where the numbers come from (config.json, paper).")
 
@@ -197,6 +200,11 @@ class ModelSpec(BaseModel):
         """Parameters of the MTP layers (their transformer layer only; embeddings are shared)."""
         return self.n_mtp_layers * self.layer_kinds[self.mtp_layer_kind].n_params(self.d_model)
 
+    @property
+    def vocab_dtype(self) -> str:
+        """Dtype of the embedding and LM head matrices."""
+        return self.vocab_weight_dtype or self.weight_dtype
+
     def weight_bytes(self) -> int:
         """Bytes of all main-stack weights in their stored dtypes (MTP layers excluded)."""
         expert_dtype = self.expert_weight_dtype or self.weight_dtype
@@ -205,5 +213,10 @@ class ModelSpec(BaseModel):
             ffn = self.layer_kinds[kind].ffn
             if ffn.kind == "moe":
                 routed += n * ffn.n_routed_experts * ffn.expert_params(self.d_model)
-        rest = self.n_params - routed
-        return weight_bytes(rest, self.weight_dtype) + weight_bytes(routed, expert_dtype)
+        vocab = self.vocab_size * self.d_model * (1 if self.tie_word_embeddings else 2)
+        rest = self.n_params - routed - vocab
+        return (
+            weight_bytes(rest, self.weight_dtype)
+            + weight_bytes(routed, expert_dtype)
+            + weight_bytes(vocab, self.vocab_dtype)
+        )

@@ -115,15 +115,20 @@ def build_groups(spec: ModelSpec, plan: ParallelPlan, rank: int) -> Groups:
 def _weight_bytes(model: DistModel) -> int:
     """Bytes of the rank's weights in the spec's dtypes, norms left out as ModelSpec.n_params does."""
     spec = model.spec
-    routed = rest = 0
+    routed = vocab = rest = 0
     for name, tensor in model.named_weights():
         if "norm" in name:
             continue
         if name.endswith("expert_up") or name.endswith("expert_down"):
             routed += tensor.numel()
+        elif name in ("embedding", "lm_head"):
+            vocab += tensor.numel()
         else:
             rest += tensor.numel()
-    return weight_bytes(rest, spec.weight_dtype) + weight_bytes(routed, spec.expert_weight_dtype or spec.weight_dtype)
+    expert_dtype = spec.expert_weight_dtype or spec.weight_dtype
+    return (
+        weight_bytes(rest, spec.weight_dtype) + weight_bytes(routed, expert_dtype) + weight_bytes(vocab, spec.vocab_dtype)
+    )
 
 
 def _kv_bytes(model: DistModel, caches, own_positions: torch.Tensor | None) -> int:
