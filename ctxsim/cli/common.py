@@ -8,6 +8,8 @@ import re
 import sys
 from typing import TYPE_CHECKING
 
+from ctxsim.units import human_seconds  # noqa: F401 (re-exported for the CLI modules)
+
 if TYPE_CHECKING:
     from ctxsim.spec.model import ModelSpec
     from ctxsim.spec.workload import Workload
@@ -87,14 +89,6 @@ def human_bytes(value: float) -> str:
     if abs(value) < 1024 * 0.9995:
         return f"{value:.0f} B"
     return _scaled(value, _BINARY, "B")
-
-
-def human_seconds(value: float) -> str:
-    if value >= 1:
-        return f"{value:.3g} s"
-    if value >= 1e-3:
-        return f"{value * 1e3:.3g} ms"
-    return f"{value * 1e6:.3g} us"
 
 
 def format_table(

@@ -52,6 +52,7 @@ from ctxsim.spec.plan import ParallelPlan, check_plan, kv_replica_ranks, stage_l
 from ctxsim.spec.workload import Workload
 from ctxsim.time.capacity import DEFAULT_MEMORY_FRACTION, Capacity
 from ctxsim.time.stages import time_plan
+from ctxsim.units import human_seconds
 
 DeviceModel = Callable[..., CostReport]
 
@@ -387,18 +388,11 @@ def _target_shortfall(fitting: list[PlanResult], metric: str, target: float) -> 
         return None
     return (
         f"{metric.upper()}: the fastest plan that fits ({best.describe()}, {_devices(best.gpus)}) takes "
-        f"{_seconds(value)}, {_seconds(value - target)} over the target {_seconds(target)} ({value / target:.3g}x); "
+        f"{human_seconds(value)}, {human_seconds(value - target)} over the target {human_seconds(target)} "
+        f"({value / target:.3g}x); "
         "allow more devices or relax the target"
     )
 
-
-def _seconds(value: float) -> str:
-    """Format a time in s, ms or us with 3 significant digits."""
-    if value >= 1:
-        return f"{value:.3g} s"
-    if value >= 1e-3:
-        return f"{value * 1e3:.3g} ms"
-    return f"{value * 1e6:.3g} us"
 
 
 def explain_shortfall(
