@@ -35,7 +35,8 @@ def crossovers(ops: pd.DataFrame, phase: str, quantity: str = "flops_per_token",
             diff = frame[rising].to_numpy() - frame[falling].to_numpy()
             for i in np.flatnonzero((diff[:-1] < 0) & (diff[1:] >= 0)):
                 t = diff[i] / (diff[i] - diff[i + 1])
-                context = float(np.exp(log_n[i] + t * (log_n[i + 1] - log_n[i])))
+                # Whole tokens: the crossing is interpolated between two swept contexts.
+                context = round(float(np.exp(log_n[i] + t * (log_n[i + 1] - log_n[i]))))
                 rows.append({"phase": phase, "op": rising, "overtakes": falling, "context": context, "quantity": quantity})
     out = pd.DataFrame(rows, columns=["phase", "op", "overtakes", "context", "quantity"])
     return out.sort_values("context", ignore_index=True)

@@ -52,8 +52,9 @@ class Design:
         if self.kind == "released":
             text = "as released"
         else:
-            text = self.kind + "".join(f" {k}={v}" for k, v in self.params)
-        return text + (f", n_kv_head={self.n_kv_head}" if self.n_kv_head else "")
+            settings = ", ".join(f"{k} {v}" for k, v in self.params)
+            text = f"{self.kind} ({settings})" if settings else self.kind
+        return text + (f", n_kv_head {self.n_kv_head}" if self.n_kv_head else "")
 
 
 @st.cache_data(show_spinner=False)

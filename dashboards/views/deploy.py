@@ -59,11 +59,11 @@ if busiest.memory_bytes > usable:
     )
 
 stages = " Each pipeline stage is timed on its slowest device." if plan.pp > 1 else ""
-replicas = f"{plan.dp} replica" if plan.dp == 1 else f"{plan.dp} replicas"
 batch = f"{capacity.batch} sequence" if capacity.batch == 1 else f"{capacity.batch} sequences"
+runs = f"the replica runs {batch}" if plan.dp == 1 else f"each of the {plan.dp} replicas runs {batch}"
 st.caption(
     f"Times are estimates from the {profile.name} profile ({times.provenance}, confidence {times.confidence}); "
-    f"each of the {replicas} runs {batch}.{stages}"
+    f"{runs}.{stages}"
 )
 columns = st.columns(6)
 columns[0].metric("busiest device memory", human_bytes(busiest.memory_bytes))

@@ -37,7 +37,8 @@ with export.stop_on_bad_input():
     wide, ops = api.sweep(spec, api.sweep_workload(workload), tuple(api.sweep_contexts(points, SWEEP_MIN_TOKENS, SWEEP_MAX_TOKENS)))
 
 st.subheader(f"{spec.name} at {inputs.format_tokens(context)} tokens")
-st.caption(f"{spec.n_layer} layers; design: {design.label()}; KV dtype {report.kv_cache.kv_dtype}, policy {report.kv_cache.policy}.")
+policy = "exact size" if report.kv_cache.policy == "need" else "paged"
+st.caption(f"{spec.n_layer} layers; design: {design.label()}; KV dtype {report.kv_cache.kv_dtype}, {policy}.")
 
 # Headline numbers at the chosen context.
 numbers = api.per_token(report)
@@ -109,7 +110,10 @@ export.chart(
 st.subheader(f"Crossovers ({op_phase} FLOPs per token)")
 if found.empty:
     st.caption("No op overtakes another between the sweep ends.")
-export.table(found, f"{spec.name}-crossovers", "crossovers", caption="Context where op rises above overtakes.")
+export.table(
+    found, f"{spec.name}-crossovers", "crossovers",
+    caption="Context (tokens, rounded) at which the cost of 'op' rises above that of 'overtakes'.",
+)
 
 st.subheader("Numbers at the chosen context")
 summary = pd.DataFrame({"quantity": list(numbers), "value": [float(v) for v in numbers.values()]})
