@@ -302,8 +302,12 @@ def hardware_picker(key: str = "hardware", upload_key: str = "hw_upload", label:
     return api.hardware(name)
 
 
-def plan_picker() -> tuple[int, ParallelPlan]:
-    """Device count and parallel plan; raises SpecError for a plan that is invalid or of another size."""
+def plan_picker() -> tuple[int, dict[str, Any]]:
+    """Draw the device count and plan degrees; return them unchecked (``build_plan`` checks them).
+
+    The check runs after the whole sidebar is drawn, so a plan that does not add up yet (tp
+    changed, devices not yet) leaves every control on screen.
+    """
     devices = st.number_input(
         "devices", min_value=1, value=default("gpus"), step=1, key="gpus", bind=QP,
         help="Devices that serve the model; the plan's tp x pp x dp x cp must equal it.",
@@ -327,10 +331,15 @@ def plan_picker() -> tuple[int, ParallelPlan]:
             ("cp_sharding", ["zigzag", "contiguous"]),
         ):
             values[name] = st.selectbox(name, options, key=name, bind=QP, help=field_help(ParallelPlan, name))
+    return int(devices), values
+
+
+def build_plan(devices: int, values: dict[str, Any]) -> ParallelPlan:
+    """Return the ParallelPlan of ``values``; raise SpecError when it is invalid or of another size."""
     plan = api.make_plan(values)
     if plan.world_size != devices:
         raise SpecError(
             f"plan tp {plan.tp} x pp {plan.pp} x dp {plan.dp} x cp {plan.cp} = {plan.world_size} devices, "
             f"but devices is {devices}: change the degrees or the device count"
         )
-    return int(devices), plan
+    return plan

@@ -75,6 +75,9 @@ def test_deploy_plan_mismatch_shows_error():
     at = _run(gpus=3)
     assert any("= 8 devices, but devices is 3" in e.value for e in at.error)
     assert not at.metric
+    # The whole sidebar stays, so the user can fix either number.
+    labels = {w.label for w in [*at.sidebar.number_input, *at.sidebar.slider]}
+    assert {"chunk_size (0 = one chunk)", "memory fraction"} <= labels
 
 
 def test_deploy_pipeline_memory_per_device():

@@ -20,7 +20,7 @@ with export.stop_on_bad_input():
         base = inputs.model_picker(prefix="s_", preset_default=default("s_model"))
         design = inputs.design_picker(base, prefix="s_")
         profile = inputs.hardware_picker()
-        devices, plan = inputs.plan_picker()
+        devices, plan_values = inputs.plan_picker()
         context = inputs.context_picker(prefix="s_")
         workload_args = inputs.workload_picker([base], prefix="s_")
         chunk_size = st.number_input(
@@ -40,6 +40,7 @@ with export.stop_on_bad_input():
             "sweep points", min_value=10, max_value=100, value=default("time_points"), step=5, key="time_points",
             bind=QP, help="Contexts in the sweeps against context, spaced evenly on the log axis.",
         )
+    plan = inputs.build_plan(devices, plan_values)
     spec = api.apply_design(base, design)
     workload = Workload(context=context, chunk_size=int(chunk_size) or None, **workload_args)
     # Per-device memory and traffic of every rank; an invalid plan for this model raises SpecError.
