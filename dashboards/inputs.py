@@ -7,11 +7,13 @@ keys of one page's slots apart (the Compare page has four designs). Tooltips com
 
 from __future__ import annotations
 
+import argparse
 from typing import Any
 
 import streamlit as st
 
 import ctxsim
+from ctxsim.cli.common import parse_tokens
 from ctxsim.spec import DSASelection, MSASelection, ModelSpec, ParallelPlan, SpecError, WindowSelection, Workload
 from ctxsim.spec.dtypes import KV_DTYPES
 from ctxsim.spec.layers import GQAAttention, MLAAttention
@@ -110,6 +112,10 @@ def model_picker(prefix: str = "", label: str = "Model", preset_default: str | N
     """
     names = ctxsim.preset_names()
     initial = preset_default or default("model")
+    linked = st.query_params.get(f"{prefix}model")
+    if linked is not None and linked not in names:
+        del st.query_params[f"{prefix}model"]
+        st.warning(f"model '{linked}' in the link is not a preset: pick one from the list; showing {initial}")
     name = st.selectbox(
         label,
         names,
@@ -216,11 +222,32 @@ def kv_dtype_options(specs: list[ModelSpec]) -> list[str]:
     return ["model default"] + [d for d in KV_DTYPES if d != "fp8_ds_mla" or all_mla]
 
 
+def _link_context(key: str) -> int:
+    """Return the slider's starting context: one in the link written as in the CLI (1m, 131072)
+    counts, and one that is not offered gets a warning and the default."""
+    raw = st.query_params.get(key)
+    if raw is None or raw in {format_tokens(n) for n in CONTEXT_CHOICES}:
+        return default("context")
+    try:
+        value = parse_tokens(raw)
+    except argparse.ArgumentTypeError:
+        value = None
+    del st.query_params[key]
+    if value in CONTEXT_CHOICES:
+        return value
+    st.warning(
+        f"context '{raw}' in the link is not offered: use a power of two from 1K to 8M, or 10,000,000; "
+        f"showing {format_tokens(default('context'))}"
+    )
+    return default("context")
+
+
 def context_picker(prefix: str = "", label: str = "Context length N") -> int:
+    initial = _link_context(f"{prefix}context")
     return st.select_slider(
         label,
         options=list(CONTEXT_CHOICES),
-        value=default("context"),
+        value=initial,
         format_func=format_tokens,
         key=f"{prefix}context",
         bind=QP,

@@ -178,3 +178,35 @@ def test_design_page_hf_config_upload():
     # The imported GLM-5.2 config caches like the preset: 78 x 1,152 B latent + 21 x 256 B index
     # keys per token in bf16, at the default 131,072 tokens.
     assert _summary(at)["kv_bytes_per_sequence"] == (78 * 1152 + 21 * 256) * 131072
+
+
+def _run_link(**params) -> AppTest:
+    """Run the page as opened from a link with these query parameters."""
+    at = AppTest.from_file(str(PAGE), default_timeout=60)
+    for key, value in params.items():
+        at.query_params[key] = value
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_link_context_in_cli_form_is_read():
+    at = _run_link(context="1m")
+    assert at.get_by_key("context").value == 1 << 20
+    assert not at.warning
+
+
+def test_link_context_not_offered_warns():
+    at = _run_link(context="abc")
+    assert at.get_by_key("context").value == 131072
+    assert [w.value for w in at.warning] == [
+        "context 'abc' in the link is not offered: use a power of two from 1K to 8M, or 10,000,000; showing 128K"
+    ]
+
+
+def test_link_model_unknown_warns():
+    at = _run_link(model="nosuch-model")
+    assert at.get_by_key("model").value == "glm-5.2"
+    assert [w.value for w in at.warning] == [
+        "model 'nosuch-model' in the link is not a preset: pick one from the list; showing glm-5.2"
+    ]
