@@ -19,6 +19,31 @@ from matplotlib.ticker import FuncFormatter
 # Tick values of a log context axis: 1K to 10M tokens.
 DECADES = [1e3, 1e4, 1e5, 1e6, 1e7]
 
+# Byte axes use binary units, as the numbers beside the charts do (GiB, not decimal G).
+_BINARY_UNITS = [(2**40, "TiB"), (2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")]
+_BINARY_LABEL = " : ".join(
+    f"datum.value >= {size} ? format(datum.value / {size}, '.3~') + ' {unit}'" for size, unit in _BINARY_UNITS
+) + " : format(datum.value, '.3~') + ' B'"
+
+
+def _y_axis(y_title: str) -> dict:
+    """Vega-Lite axis of a y quantity: binary units for bytes, SI prefixes otherwise."""
+    return {"labelExpr": _BINARY_LABEL} if y_title == "bytes" else {"format": "~s"}
+
+
+def binary_bytes(value: float) -> str:
+    """Format a byte count for a PNG axis in the same binary units."""
+    for size, unit in _BINARY_UNITS:
+        if abs(value) >= size:
+            return f"{value / size:.3g} {unit}"
+    return f"{value:.3g} B"
+
+
+def _y_formatter(y_title: str) -> FuncFormatter:
+    if y_title == "bytes":
+        return FuncFormatter(lambda v, _: binary_bytes(v))
+    return FuncFormatter(lambda v, _: f"{v:.3g}")
+
 
 @dataclass(frozen=True)
 class Marker:
@@ -63,7 +88,10 @@ class LineChart:
             else {"type": "line", "tooltip": True},
             "encoding": {
                 "x": {"field": self.x, "type": "quantitative", "scale": x_scale, "title": self.x_title, "axis": x_axis},
-                "y": {"field": self.y, "type": "quantitative", "scale": y_scale, "title": self.y_title, "axis": {"format": "~s"}},
+                "y": {
+                    "field": self.y, "type": "quantitative", "scale": y_scale, "title": self.y_title,
+                    "axis": _y_axis(self.y_title),
+                },
                 "color": {"field": self.color, "type": "nominal", "title": None},
             },
         }
@@ -108,6 +136,8 @@ class LineChart:
             ax.set_xscale("log")
         if self.log_y:
             ax.set_yscale("log")
+        if self.y_title == "bytes":
+            ax.yaxis.set_major_formatter(_y_formatter(self.y_title))
         ax.set_xlabel(self.x_title)
         ax.set_ylabel(self.y_title)
         ax.set_title(self.title)
@@ -147,7 +177,7 @@ class BarChart:
                     "type": "quantitative",
                     "title": self.y_title,
                     "stack": "zero" if self.stacked else None,
-                    "axis": {"format": "~s"},
+                    "axis": _y_axis(self.y_title),
                 },
                 "color": {"field": self.color, "type": "nominal", "title": None},
             },
@@ -186,7 +216,7 @@ class BarChart:
             ax.annotate(limit.label, (0, limit.x), xycoords=("axes fraction", "data"), fontsize="x-small", va="bottom")
         ax.set_ylabel(self.y_title)
         ax.set_title(self.title)
-        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+        ax.yaxis.set_major_formatter(_y_formatter(self.y_title))
         ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
         fig.subplots_adjust(right=0.68)
         return _to_png(fig)
