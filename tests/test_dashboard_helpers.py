@@ -112,3 +112,16 @@ def test_diagonal_spans_both_axes():
     # From the smallest to the largest value on either axis: 0.25 to 2.0.
     assert line == [{"measured_s": 0.25, "predicted_s": 0.25}, {"measured_s": 2.0, "predicted_s": 2.0}]
     assert chart.png().startswith(PNG_MAGIC)
+
+
+def test_byte_axes_use_binary_units():
+    from dashboards.charts import BarChart, binary_bytes
+
+    # 94.6 GiB is 101.6e9 bytes: the axis must say GiB, not a decimal 'G'.
+    assert binary_bytes(94.6 * 2**30) == "94.6 GiB"
+    assert binary_bytes(512) == "512 B"
+    frame = pd.DataFrame({"device": ["rank 0"], "part": ["weights"], "bytes": [1.0]})
+    axis = BarChart(frame, "device", "bytes", "part", "Memory", "bytes").vega()["layer"][0]["encoding"]["y"]["axis"]
+    assert "GiB" in axis["labelExpr"]
+    flops = BarChart(frame, "device", "bytes", "part", "Work", "FLOPs").vega()["layer"][0]["encoding"]["y"]["axis"]
+    assert flops == {"format": "~s"}

@@ -195,3 +195,12 @@ def test_cli_size_json_has_settings_and_whole_bytes(capsys):
     row = out["plans"][0]
     assert type(row["memory_usable_bytes"]) is int
     assert type(row["memory_headroom_bytes"]) is int
+
+
+def test_human_seconds_keeps_long_times_readable():
+    from ctxsim.units import human_seconds
+
+    assert human_seconds(3820.4) == "3,820 s"
+    assert human_seconds(314.2) == "314 s"
+    assert human_seconds(0.0077) == "7.7 ms"
+    assert human_seconds(2e-6) == "2 us"
