@@ -20,8 +20,20 @@ log = logging.getLogger(__name__)
 
 
 def table(df: pd.DataFrame, name: str, key: str, caption: str | None = None) -> None:
-    """Show ``df`` with CSV and JSON download buttons; ``name`` is the file stem."""
-    st.dataframe(df, hide_index=True, key=f"{key}_table")
+    """Show ``df`` with CSV and JSON download buttons; ``name`` is the file stem.
+
+    On screen, fractional numbers show in compact form (744B) and integers with thousands
+    separators; the downloads keep every digit.
+    """
+    formats = {}
+    for column in df.columns:
+        if pd.api.types.is_bool_dtype(df[column]):
+            continue
+        if pd.api.types.is_integer_dtype(df[column]):
+            formats[column] = st.column_config.NumberColumn(format="localized")
+        elif pd.api.types.is_float_dtype(df[column]):
+            formats[column] = st.column_config.NumberColumn(format="compact")
+    st.dataframe(df, hide_index=True, key=f"{key}_table", column_config=formats)
     if caption:
         st.caption(caption)
     left, right, _ = st.columns([1, 1, 6])
