@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass, field
 
+import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
@@ -37,6 +38,22 @@ def binary_bytes(value: float) -> str:
         if abs(value) >= size:
             return f"{value / size:.3g} {unit}"
     return f"{value:.3g} B"
+
+
+def _color(data: pd.DataFrame, field_name: str) -> dict:
+    """Vega-Lite colour encoding; more than 10 series take a 20-colour scheme so none repeat."""
+    encoding = {"field": field_name, "type": "nominal", "title": None}
+    if data[field_name].nunique() > 10:
+        encoding["scale"] = {"scheme": "tableau20"}
+    return encoding
+
+
+def _png_colors(n: int) -> list:
+    """Colours of ``n`` PNG series: matplotlib's 10-colour cycle, or tab20 beyond 10 series."""
+    if n <= 10:
+        return [f"C{i}" for i in range(n)]
+    cmap = matplotlib.colormaps["tab20"]
+    return [cmap(i % 20) for i in range(n)]
 
 
 def _y_formatter(y_title: str) -> FuncFormatter:
@@ -92,7 +109,7 @@ class LineChart:
                     "field": self.y, "type": "quantitative", "scale": y_scale, "title": self.y_title,
                     "axis": _y_axis(self.y_title),
                 },
-                "color": {"field": self.color, "type": "nominal", "title": None},
+                "color": _color(self.data, self.color),
             },
         }
         layers = [lines]
@@ -122,11 +139,12 @@ class LineChart:
     def png(self) -> bytes:
         fig = Figure(figsize=(7, 3.6), dpi=120)
         ax = fig.add_subplot()
-        for name, group in self.data.groupby(self.color, sort=False):
+        groups = list(self.data.groupby(self.color, sort=False))
+        for (name, group), colour in zip(groups, _png_colors(len(groups))):
             if self.points:
-                ax.scatter(group[self.x], group[self.y], label=str(name), s=18)
+                ax.scatter(group[self.x], group[self.y], label=str(name), s=18, color=colour)
             else:
-                ax.plot(group[self.x], group[self.y], label=str(name))
+                ax.plot(group[self.x], group[self.y], label=str(name), color=colour)
         for marker in self.markers:
             ax.axvline(marker.x, color="gray", linestyle="--" if marker.dashed else "-", linewidth=0.8)
         if self.diagonal:
@@ -179,7 +197,7 @@ class BarChart:
                     "stack": "zero" if self.stacked else None,
                     "axis": _y_axis(self.y_title),
                 },
-                "color": {"field": self.color, "type": "nominal", "title": None},
+                "color": _color(self.data, self.color),
             },
         }
         if not self.stacked:
@@ -203,14 +221,16 @@ class BarChart:
         positions = np.arange(len(table.index), dtype=float)
         width = 0.8 if self.stacked else 0.8 / max(len(table.columns), 1)
         bottom = np.zeros(len(table.index))
+        colours = _png_colors(len(table.columns))
         for i, column in enumerate(table.columns):
             values = table[column].fillna(0.0).to_numpy()
             if self.stacked:
-                ax.bar(positions, values, width, bottom=bottom, label=str(column))
+                ax.bar(positions, values, width, bottom=bottom, label=str(column), color=colours[i])
                 bottom = bottom + values
             else:
-                ax.bar(positions - 0.4 + width * (i + 0.5), values, width, label=str(column))
-        ax.set_xticks(positions, [str(i) for i in table.index])
+                ax.bar(positions - 0.4 + width * (i + 0.5), values, width, label=str(column), color=colours[i])
+        # Many bars (one per device) get upright labels, which would otherwise run together.
+        ax.set_xticks(positions, [str(i) for i in table.index], rotation=90 if len(table.index) > 4 else 0)
         for limit in self.limits:
             ax.axhline(limit.x, color="firebrick", linestyle="--", linewidth=0.8)
             ax.annotate(limit.label, (0, limit.x), xycoords=("axes fraction", "data"), fontsize="x-small", va="bottom")

@@ -125,3 +125,15 @@ def test_byte_axes_use_binary_units():
     assert "GiB" in axis["labelExpr"]
     flops = BarChart(frame, "device", "bytes", "part", "Work", "FLOPs").vega()["layer"][0]["encoding"]["y"]["axis"]
     assert flops == {"format": "~s"}
+
+
+def test_many_series_get_twenty_colours():
+    from dashboards.charts import BarChart
+
+    many = pd.DataFrame({"x": ["a"] * 13, "op": [f"op{i}" for i in range(13)], "v": [1.0] * 13})
+    few = many.head(3)
+    assert BarChart(many, "x", "v", "op", "Ops", "FLOPs").vega()["layer"][0]["encoding"]["color"]["scale"] == {
+        "scheme": "tableau20"
+    }
+    assert "scale" not in BarChart(few, "x", "v", "op", "Ops", "FLOPs").vega()["layer"][0]["encoding"]["color"]
+    assert BarChart(many, "x", "v", "op", "Ops", "FLOPs").png().startswith(b"\x89PNG")
