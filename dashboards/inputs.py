@@ -243,8 +243,9 @@ def _link_context(key: str) -> int:
 
 
 def context_picker(prefix: str = "", label: str = "Context length N") -> int:
+    """Return the context: the slider's, unless an exact token count is typed below it."""
     initial = _link_context(f"{prefix}context")
-    return st.select_slider(
+    choice = st.select_slider(
         label,
         options=list(CONTEXT_CHOICES),
         value=initial,
@@ -253,6 +254,16 @@ def context_picker(prefix: str = "", label: str = "Context length N") -> int:
         bind=QP,
         help=field_help(Workload, "context"),
     )
+    exact = st.number_input(
+        "or an exact context in tokens (0 = the slider)",
+        min_value=0,
+        value=default("context_exact"),
+        step=1024,
+        key=f"{prefix}context_exact",
+        bind=QP,
+        help="A context the slider does not offer, such as 163840 (DeepSeek-V3's max_position_embeddings).",
+    )
+    return int(exact) or choice
 
 
 def workload_picker(specs: list[ModelSpec], prefix: str = "") -> dict[str, Any]:

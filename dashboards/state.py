@@ -23,6 +23,7 @@ DEFAULTS: dict[str, Any] = {
     "model": "glm-5.2",
     "design": "as released",
     "context": 131072,
+    "context_exact": 0,
     "batch": 1,
     "kv_dtype": "model default",
     "kv_policy": "need",

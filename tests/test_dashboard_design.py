@@ -210,3 +210,9 @@ def test_link_model_unknown_warns():
     assert [w.value for w in at.warning] == [
         "model 'nosuch-model' in the link is not a preset: pick one from the list; showing glm-5.2"
     ]
+
+
+def test_exact_context_overrides_slider():
+    # Llama-3.1-8B keeps 128 KiB per token: 163,840 tokens x 131,072 B = 20 GiB.
+    at = _run(model="llama-3.1-8b", context_exact=163840)
+    assert _metrics(at)["KV cache per sequence"] == "20 GiB"
