@@ -112,6 +112,7 @@ def model_picker(prefix: str = "", label: str = "Model", preset_default: str | N
     """
     names = ctxsim.preset_names()
     initial = preset_default or default("model")
+    _take_plain_link_key("model", prefix)
     linked = st.query_params.get(f"{prefix}model")
     if linked is not None and linked not in names:
         del st.query_params[f"{prefix}model"]
@@ -222,33 +223,47 @@ def kv_dtype_options(specs: list[ModelSpec]) -> list[str]:
     return ["model default"] + [d for d in KV_DTYPES if d != "fp8_ds_mla" or all_mla]
 
 
-def _link_context(key: str) -> int:
-    """Return the slider's starting context: one in the link written as in the CLI (1m, 131072)
-    counts, and one that is not offered gets a warning and the default."""
+def _take_plain_link_key(name: str, prefix: str) -> None:
+    """Read a link's plain ``model=`` or ``context=`` on a page whose keys carry ``prefix`` (Deploy).
+
+    The plain name is what the other pages write, so a link edited by hand works on every page.
+    """
+    if prefix and name in st.query_params and f"{prefix}{name}" not in st.query_params:
+        st.query_params[f"{prefix}{name}"] = st.query_params[name]
+        del st.query_params[name]
+        # Rerun so that the bound widget reads the renamed parameter, as on a fresh link.
+        st.rerun()
+
+
+def _check_link_context(key: str) -> None:
+    """Rewrite a context in the link written as in the CLI (1m, 131072) as the slider writes it (1M),
+    and warn about one the slider does not offer."""
     raw = st.query_params.get(key)
     if raw is None or raw in {format_tokens(n) for n in CONTEXT_CHOICES}:
-        return default("context")
+        return
     try:
         value = parse_tokens(raw)
     except argparse.ArgumentTypeError:
         value = None
-    del st.query_params[key]
     if value in CONTEXT_CHOICES:
-        return value
+        st.query_params[key] = format_tokens(value)
+        # Rerun so that the bound slider reads the rewritten parameter, as on a fresh link.
+        st.rerun()
+    del st.query_params[key]
     st.warning(
         f"context '{raw}' in the link is not offered: use a power of two from 1K to 8M, or 10,000,000; "
         f"showing {format_tokens(default('context'))}"
     )
-    return default("context")
 
 
 def context_picker(prefix: str = "", label: str = "Context length N") -> int:
     """Return the context: the slider's, unless an exact token count is typed below it."""
-    initial = _link_context(f"{prefix}context")
+    _take_plain_link_key("context", prefix)
+    _check_link_context(f"{prefix}context")
     choice = st.select_slider(
         label,
         options=list(CONTEXT_CHOICES),
-        value=initial,
+        value=default("context"),
         format_func=format_tokens,
         key=f"{prefix}context",
         bind=QP,

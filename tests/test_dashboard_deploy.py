@@ -170,3 +170,14 @@ def test_deploy_sweep_matches_ctxsim_sweep():
     assert list(shown["context_tokens"]) == list(expected["context_tokens"])
     assert list(shown["tpot_s"]) == list(expected["tpot_s"])
     assert list(shown["memory_bytes_per_device"]) == list(expected["memory_bytes_per_device"])
+
+
+def test_deploy_reads_plain_model_and_context_from_link():
+    # Design and Compare write model= and context=; Deploy's own keys are s_model and s_context.
+    at = AppTest.from_file(str(PAGE), default_timeout=60)
+    for key, value in {"model": "llama-3.1-8b", "context": "1M", "gpus": "1", "tp": "1"}.items():
+        at.query_params[key] = value
+    at.run()
+    assert not at.exception, at.exception
+    assert at.get_by_key("s_model").value == "llama-3.1-8b"
+    assert at.get_by_key("s_context").value == 1 << 20
