@@ -16,7 +16,6 @@ import torch
 from ctxsim.counts.memory import KV_COMPONENTS, check_kv_dtype
 from ctxsim.counts.names import OP_KIND
 from ctxsim.counts.report import CostReport, KVMemory, Op
-from ctxsim.spec.dtypes import weight_bytes
 from ctxsim.spec.errors import SpecError
 from ctxsim.spec.layers import WindowSelection
 from ctxsim.spec.workload import Workload
@@ -118,10 +117,7 @@ def counted_weight_bytes(model: RefModel) -> int:
             vocab += param.numel()
         else:
             rest += param.numel()
-    expert_dtype = spec.expert_weight_dtype or spec.weight_dtype
-    return (
-        weight_bytes(rest, spec.weight_dtype) + weight_bytes(routed, expert_dtype) + weight_bytes(vocab, spec.vocab_dtype)
-    )
+    return spec.stored_bytes(rest, routed, vocab)
 
 
 def _ops_from_tallies(model: RefModel, counter: Counter) -> list[Op]:

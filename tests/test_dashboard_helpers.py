@@ -117,7 +117,7 @@ def test_diagonal_spans_both_axes():
 def test_byte_axes_use_binary_units():
     from dashboards.charts import BarChart, binary_bytes
 
-    # 94.6 GiB is 101.6e9 bytes: the axis must say GiB, not a decimal 'G'.
+    # 94.6 GiB is 101.6e9 bytes: the axis must read GiB, not a decimal 'G'.
     assert binary_bytes(94.6 * 2**30) == "94.6 GiB"
     assert binary_bytes(512) == "512 B"
     frame = pd.DataFrame({"device": ["rank 0"], "part": ["weights"], "bytes": [1.0]})

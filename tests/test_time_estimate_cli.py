@@ -140,7 +140,7 @@ def test_estimate_without_hardware_unchanged(capsys):
 
 
 def test_capacity_above_model_limit_noted(capsys):
-    # Memory on 8 H100s holds more than Llama 3.1 70B's 131,072-token max_position_embeddings.
+    # Memory on 8 H100s has room for more than Llama 3.1 70B's 131,072-token max_position_embeddings.
     assert main(["estimate", "--model", "llama-3.1-70b", "--context", "128k", "--hardware", "h100-sxm", "--tp", "8"]) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last.startswith("(memory allows ")
@@ -148,7 +148,7 @@ def test_capacity_above_model_limit_noted(capsys):
 
 
 def test_cp_over_window_model_has_capacity(capsys):
-    # Mistral 7B keeps a 4096-token window, so of 4 cp ranks over 32k only the last holds KV:
+    # Mistral 7B keeps a 4096-token window, so of 4 cp ranks over 32k only the last keeps KV:
     # 4096 tokens x 32 layers x 2 x 8 KV heads x 128 x 2 B = 512 MiB. The others set no limit.
     argv = ["estimate", "--model", "mistral-7b-v0.1", "--context", "32k", "--hardware", "h100-sxm", "--cp", "4"]
     assert main([*argv, "--phase", "prefill"]) == 0
@@ -173,7 +173,7 @@ def test_json_scope_names_the_device(capsys):
     assert main([*argv, "--hardware", "h200"]) == 0
     device = json.loads(capsys.readouterr().out)
     assert (device["scope"], device["device_rank"]) == ("device", 0)
-    # The device holds 1/8 of the routed experts, so its weights are far below the whole model's.
+    # The device stores 1/8 of the routed experts, so its weights are far below the whole model's.
     assert device["weights_bytes"] < whole["weights_bytes"] / 4
 
 

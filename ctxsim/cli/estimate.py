@@ -168,7 +168,9 @@ def format_report(report: CostReport) -> str:
 
     kv = report.kv_cache
     nonzero = {name: value for name, value in kv.by_component.items() if value}
-    parts = f" ({', '.join(f'{name} {human_bytes(value)}' for name, value in nonzero.items())})" if len(nonzero) > 1 else ""
+    parts = ""
+    if len(nonzero) > 1:
+        parts = " (" + ", ".join(f"{name} {human_bytes(value)}" for name, value in nonzero.items()) + ")"
     policy = f"in pages of {workload.page_size} tokens" if kv.policy == "paged" else "exact size"
     lines += [
         "",

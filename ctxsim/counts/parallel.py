@@ -293,12 +293,7 @@ def device_weight_bytes(spec: ModelSpec, plan: ParallelPlan, layout: DeviceLayou
         vocab += vocab_rows * d
     if layout.pp_rank == plan.pp - 1 and (not spec.tie_word_embeddings or plan.pp > 1):
         vocab += vocab_rows * d
-    expert_dtype = spec.expert_weight_dtype or spec.weight_dtype
-    return (
-        weight_bytes(rest, spec.weight_dtype)
-        + weight_bytes(routed, expert_dtype)
-        + weight_bytes(vocab, spec.vocab_dtype)
-    )
+    return spec.stored_bytes(rest, routed, vocab)
 
 
 # ---------------------------------------------------------------------------------------------

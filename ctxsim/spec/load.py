@@ -61,7 +61,7 @@ def _config_name(path: Path) -> str:
 
 
 def load_model(name_or_path: str | Path) -> ModelSpec:
-    """Load a model by preset name, from a ctxsim YAML or a Hugging Face config.json path, or from a folder that contains a config.json.
+    """Load a model by preset name, from a ctxsim YAML or Hugging Face config.json path, or from a model folder.
 
     Raises SpecError with a one-line message for an unknown name, a missing file, malformed
     YAML/JSON, or an invalid spec.

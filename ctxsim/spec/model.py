@@ -205,18 +205,24 @@ class ModelSpec(BaseModel):
         """Dtype of the embedding and LM head matrices."""
         return self.vocab_weight_dtype or self.weight_dtype
 
+    def stored_bytes(self, other: int, routed: int = 0, vocab: int = 0) -> int:
+        """Return the bytes of parameters stored in the model's dtypes.
+
+        ``routed`` counts routed-expert parameters, ``vocab`` embedding and LM-head parameters,
+        ``other`` the rest.
+        """
+        return (
+            weight_bytes(other, self.weight_dtype)
+            + weight_bytes(routed, self.expert_weight_dtype or self.weight_dtype)
+            + weight_bytes(vocab, self.vocab_dtype)
+        )
+
     def weight_bytes(self) -> int:
         """Bytes of all main-stack weights in their stored dtypes (MTP layers excluded)."""
-        expert_dtype = self.expert_weight_dtype or self.weight_dtype
         routed = 0
         for kind, n in self.kind_counts.items():
             ffn = self.layer_kinds[kind].ffn
             if ffn.kind == "moe":
                 routed += n * ffn.n_routed_experts * ffn.expert_params(self.d_model)
         vocab = self.vocab_size * self.d_model * (1 if self.tie_word_embeddings else 2)
-        rest = self.n_params - routed - vocab
-        return (
-            weight_bytes(rest, self.weight_dtype)
-            + weight_bytes(routed, expert_dtype)
-            + weight_bytes(vocab, self.vocab_dtype)
-        )
+        return self.stored_bytes(self.n_params - routed - vocab, routed, vocab)

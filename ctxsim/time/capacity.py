@@ -237,10 +237,10 @@ def plan_max_sequences(
         if capacity.kv_bytes_per_sequence > 0:
             limits.append(capacity.max_sequences)
         elif capacity.kv_budget_bytes < 0:
-            # Holds no KV of this context (a cp rank outside every window) but its weights do not fit.
+            # Keeps no KV at this context (a cp rank outside every window), but its weights do not fit.
             limits.append(0)
     if not limits:
-        raise ValueError("no device of the plan holds KV for this context, so KV sets no limit on sequences")
+        raise ValueError("no device of the plan keeps KV at this context, so the sequence count has no KV limit")
     return min(limits)
 
 

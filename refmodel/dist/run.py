@@ -17,7 +17,6 @@ import torch
 import torch.distributed as dist
 
 from ctxsim.counts.parallel import cp_token_blocks, device_layout, stage_layers
-from ctxsim.spec.dtypes import weight_bytes
 from ctxsim.spec.model import ModelSpec
 from ctxsim.spec.plan import ParallelPlan, gcd_all, kv_replication
 from ctxsim.spec.workload import Workload
@@ -125,10 +124,7 @@ def _weight_bytes(model: DistModel) -> int:
             vocab += tensor.numel()
         else:
             rest += tensor.numel()
-    expert_dtype = spec.expert_weight_dtype or spec.weight_dtype
-    return (
-        weight_bytes(rest, spec.weight_dtype) + weight_bytes(routed, expert_dtype) + weight_bytes(vocab, spec.vocab_dtype)
-    )
+    return spec.stored_bytes(rest, routed, vocab)
 
 
 def _kv_bytes(model: DistModel, caches, own_positions: torch.Tensor | None) -> int:
